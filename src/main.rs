@@ -1,0 +1,3 @@
+fn main() {
+    println!("kdad {}", env!("CARGO_PKG_VERSION"));
+}
