@@ -717,19 +717,37 @@ fn group_mean_cases(rng: &mut Rng, dims: &[usize], count: usize) -> Vec<Call> {
     vec![fwd, bwd]
 }
 
-fn cosine_cases(rng: &mut Rng, lead: &[usize], c: usize, zero_row: bool) -> Vec<Call> {
+/// How the first row of a cosine case is built.
+#[derive(PartialEq)]
+enum FirstRow {
+    Random,
+    /// b = 0: the 1e-8 floor of |a|·|b| makes the distance exactly 1. Not differentiable
+    /// there, so forward only.
+    Zero,
+    /// a and b scaled by 1e-10: inside the floor, where the cosine is a·b / 1e-8, a smooth
+    /// function that finite differences with their 1e-5 step do not leave.
+    Tiny,
+}
+
+fn cosine_cases(rng: &mut Rng, lead: &[usize], c: usize, first: FirstRow) -> Vec<Call> {
     let dims = [lead, &[c]].concat();
     let rows: usize = lead.iter().product();
-    let a = rand(rng, &dims, -1.0, 1.0);
+    let mut a = rand(rng, &dims, -1.0, 1.0);
     let mut b = rand(rng, &dims, -1.0, 1.0);
-    if zero_row {
-        // The 1e-8 floor of |a|·|b|: distance exactly 1. Not differentiable, so forward only.
-        b.data[..c].fill(0.0);
-        let d = r::cosine_distance(&f64s(&a), &f64s(&b), c);
-        return vec![Call::new("cosine_distance_fwd", P::default())
-            .input(&a)
-            .input(&b)
-            .out(lead, d)];
+    match first {
+        FirstRow::Random => {}
+        FirstRow::Zero => {
+            b.data[..c].fill(0.0);
+            let d = r::cosine_distance(&f64s(&a), &f64s(&b), c);
+            return vec![Call::new("cosine_distance_fwd", P::default())
+                .input(&a)
+                .input(&b)
+                .out(lead, d)];
+        }
+        FirstRow::Tiny => {
+            a.data[..c].iter_mut().for_each(|v| *v *= 1e-10);
+            b.data[..c].iter_mut().for_each(|v| *v *= 1e-10);
+        }
     }
     let (av, bv) = (f64s(&a), f64s(&b));
     let dd = rand(rng, &[rows], -1.0, 1.0);
@@ -760,9 +778,14 @@ fn hard_mining_scale(dist: &[f32], p: f32, factor: f64) -> Vec<f64> {
         .collect()
 }
 
-fn global_cosine_cases(rng: &mut Rng, b: usize, t: usize, c: usize, ps: &[f32]) -> Vec<Call> {
-    let a = rand(rng, &[b, t, c], -1.0, 1.0);
-    let bt = rand(rng, &[b, t, c], -1.0, 1.0);
+fn global_cosine_cases(rng: &mut Rng, b: usize, t: usize, c: usize, ps: &[f32], first: FirstRow) -> Vec<Call> {
+    let mut a = rand(rng, &[b, t, c], -1.0, 1.0);
+    let mut bt = rand(rng, &[b, t, c], -1.0, 1.0);
+    if first == FirstRow::Tiny {
+        // Image 0 inside the cosine's floor (see FirstRow::Tiny).
+        a.data[..t * c].iter_mut().for_each(|v| *v *= 1e-10);
+        bt.data[..t * c].iter_mut().for_each(|v| *v *= 1e-10);
+    }
     let (av, bv) = (f64s(&a), f64s(&bt));
     let (loss, pd, stats) = r::global_cosine(&av, &bv, b, c);
     let mut v = vec![Call::new("global_cosine_fwd", P::default())
@@ -1017,11 +1040,16 @@ fn table() -> Vec<Call> {
     t.extend(slice_cases(g, 1, 789, 1, 0, 789));
     t.extend(group_mean_cases(g, &[2, 13, 3], 4));
     t.extend(group_mean_cases(g, &[5], 1));
-    t.extend(cosine_cases(g, &[2, 13], 768, false));
-    t.extend(cosine_cases(g, &[257], 3, false));
-    t.extend(cosine_cases(g, &[4], 5, true));
-    t.extend(global_cosine_cases(g, 2, 13, 3, &[0.0, 0.5, 0.9, 1.0]));
-    t.extend(global_cosine_cases(g, 2, 257, 8, &[0.9]));
+    t.extend(cosine_cases(g, &[2, 13], 768, FirstRow::Random));
+    t.extend(cosine_cases(g, &[257], 3, FirstRow::Random));
+    t.extend(cosine_cases(g, &[4], 5, FirstRow::Zero));
+    t.extend(cosine_cases(g, &[4], 5, FirstRow::Tiny));
+    t.extend(global_cosine_cases(g, 2, 13, 3, &[0.0, 0.5, 0.9, 1.0], FirstRow::Random));
+    // Small enough for finite differences on every element, so the token at the threshold
+    // itself (kept whole: the mask is `dist < thresh`) is always checked.
+    t.extend(global_cosine_cases(g, 2, 7, 3, &[0.5, 0.9], FirstRow::Random));
+    t.extend(global_cosine_cases(g, 2, 7, 3, &[0.0], FirstRow::Tiny));
+    t.extend(global_cosine_cases(g, 2, 257, 8, &[0.9], FirstRow::Random));
     for stable in [false, true] {
         for amsgrad in [false, true] {
             t.push(adam_case(g, &[13, 3], stable, amsgrad, 1, 1e-8, 1e-4));
