@@ -1,1 +1,77 @@
-fn main() {}
+//! CPU matmul throughput through the Backend trait, at the sizes the model runs.
+//!
+//! Run: `cargo bench --bench gemm` (threads: rayon's default, one per core; set
+//! `RAYON_NUM_THREADS` to change it). Each size runs `--reps` times (default 10) after a
+//! warm-up and reports the best run, since a shared machine adds noise but never speed.
+
+use kdad::device::cpu::Cpu;
+use kdad::device::{Backend, Layout};
+use kdad::tensor::Rng;
+use std::time::Instant;
+
+fn reps_from_args() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
+/// Best wall time of `reps` runs of `f`, in seconds, after one warm-up run.
+fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn bench(
+    cpu: &Cpu,
+    rng: &mut Rng,
+    reps: usize,
+    what: &str,
+    (m, k, n): (usize, usize, usize),
+    layout: Layout,
+) {
+    let a_dims = if layout == Layout::TN { [k, m] } else { [m, k] };
+    let b_dims = if layout == Layout::NT { [n, k] } else { [k, n] };
+    let a = cpu.upload(&rng.tensor(a_dims, -1.0, 1.0)).unwrap();
+    let b = cpu.upload(&rng.tensor(b_dims, -1.0, 1.0)).unwrap();
+    let mut out = cpu.zeros(&[m, n]).unwrap();
+    let secs = best_of(reps, || {
+        cpu.matmul(&a, &b, None, &mut out, layout, false).unwrap()
+    });
+    let flops = 2.0 * (m * n * k) as f64;
+    let bytes = 4.0 * (m * k + k * n + m * n) as f64;
+    println!(
+        "{what:<28} {layout:?} m={m:<5} k={k:<5} n={n:<5} {:>9.3} ms {:>8.1} GFLOP/s {:>7.1} GB/s",
+        secs * 1e3,
+        flops / secs / 1e9,
+        bytes / secs / 1e9
+    );
+}
+
+fn main() {
+    let reps = reps_from_args();
+    let cpu = Cpu::new();
+    let mut rng = Rng::new(1);
+    let threads = rayon::current_num_threads();
+    println!("cpu matmul, f32, {threads} threads, best of {reps}");
+    let mut run = |what: &str, mkn, layout| bench(&cpu, &mut rng, reps, what, mkn, layout);
+    // The acceptance size: ViT-B MLP fc1 over 2056 tokens (8 images of 257).
+    for layout in [Layout::NN, Layout::NT, Layout::TN] {
+        run("mlp fc1 (ViT-B)", (2056, 768, 3072), layout);
+    }
+    // ViT-S at 392 px (789 tokens), batch 4: qkv, fc1, fc2 and fc1's two gradients.
+    let rows = 4 * 789;
+    run("qkv (ViT-S)", (rows, 384, 1152), Layout::NT);
+    run("fc1 (ViT-S)", (rows, 384, 1536), Layout::NT);
+    run("fc2 (ViT-S)", (rows, 1536, 384), Layout::NT);
+    run("fc1 dW (ViT-S)", (1536, rows, 384), Layout::TN);
+    run("fc1 dX (ViT-S)", (rows, 1536, 384), Layout::NN);
+}
