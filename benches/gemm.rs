@@ -1,21 +1,21 @@
 //! CPU matmul throughput through the Backend trait, at the sizes the model runs.
 //!
-//! Run: `cargo bench --bench gemm` (threads: rayon's default, one per core; set
-//! `RAYON_NUM_THREADS` to change it). Each size runs `--reps` times (default 10) after a
-//! warm-up and reports the best run, since a shared machine adds noise but never speed.
+//! Run: `cargo bench --bench gemm [-- --reps N --filter NAME]` (threads: rayon's default,
+//! one per core; `RAYON_NUM_THREADS` changes it). Each size runs N times (default 10) after
+//! a warm-up and reports the best run, since a shared machine adds noise but never speed.
 
 use kdad::device::cpu::Cpu;
 use kdad::device::{Backend, Layout};
 use kdad::tensor::Rng;
 use std::time::Instant;
 
-fn reps_from_args() -> usize {
+/// The value after `--name` on the command line.
+fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
-        .position(|a| a == "--reps")
+        .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
+        .cloned()
 }
 
 /// Best wall time of `reps` runs of `f`, in seconds, after one warm-up run.
@@ -57,12 +57,18 @@ fn bench(
 }
 
 fn main() {
-    let reps = reps_from_args();
+    let reps = arg("--reps").and_then(|v| v.parse().ok()).unwrap_or(10);
+    // Only the sizes whose name contains this (e.g. `--filter ViT-B`).
+    let filter = arg("--filter").unwrap_or_default();
     let cpu = Cpu::new();
     let mut rng = Rng::new(1);
     let threads = rayon::current_num_threads();
     println!("cpu matmul, f32, {threads} threads, best of {reps}");
-    let mut run = |what: &str, mkn, layout| bench(&cpu, &mut rng, reps, what, mkn, layout);
+    let mut run = |what: &str, mkn, layout| {
+        if what.contains(&filter) {
+            bench(&cpu, &mut rng, reps, what, mkn, layout)
+        }
+    };
     // The acceptance size: ViT-B MLP fc1 over 2056 tokens (8 images of 257).
     for layout in [Layout::NN, Layout::NT, Layout::TN] {
         run("mlp fc1 (ViT-B)", (2056, 768, 3072), layout);
