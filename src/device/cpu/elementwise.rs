@@ -29,16 +29,21 @@ pub fn sum_squares(x: &[f32]) -> f64 {
     partial.iter().sum()
 }
 
-/// `x·Φ(x)` with the exact normal CDF, computed in f64.
+/// The standard normal CDF, through erfc so that the far negative tail keeps its relative
+/// accuracy (1 + erf would cancel there).
+fn normal_cdf(x: f64) -> f64 {
+    0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
+}
+
+/// Exact GELU `x·Φ(x)`, computed in f64.
 fn gelu(x: f64) -> f64 {
-    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+    x * normal_cdf(x)
 }
 
 /// `d/dx x·Φ(x) = Φ(x) + x·φ(x)`.
 fn gelu_grad(x: f64) -> f64 {
-    let cdf = 0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
     let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-    cdf + x * pdf
+    normal_cdf(x) + x * pdf
 }
 
 /// The bias of element `i` of a row-major `[R, n]` tensor, or 0 without a bias.
