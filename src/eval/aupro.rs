@@ -108,7 +108,8 @@ fn thresholds(scores: &[f32]) -> Option<Vec<f32>> {
             (a.min(s), b.max(s))
         });
     let delta = (max - min) / NUM_THRESHOLDS as f32;
-    if !(delta > 0.0) || !delta.is_finite() {
+    // Constant (or non-finite) maps give no thresholds; NaN fails `delta > 0` too.
+    if delta.is_nan() || delta <= 0.0 || !delta.is_finite() {
         return None;
     }
     let len = ((max - min) / delta).ceil() as usize;

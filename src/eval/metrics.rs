@@ -79,8 +79,8 @@ fn partition(scores: &mut [f32], labels: &[u8]) -> Result<usize> {
         return Err(Error::Numerical(format!("metrics: score {i} is NaN")));
     }
     let mut front = 0;
-    for i in 0..scores.len() {
-        if labels[i] != 0 {
+    for (i, &label) in labels.iter().enumerate() {
+        if label != 0 {
             scores.swap(front, i);
             front += 1;
         }
