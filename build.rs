@@ -202,6 +202,7 @@ fn build_emulator(root: &Path, kernels_dir: &Path, out: &Path, sources: &[PathBu
             src.file_name().unwrap().to_string_lossy()
         ));
     }
+    tu.push_str("#include \"emu/selftest.cu\"\n");
     let tu_path = out.join("kdad_emu.cpp");
     std::fs::write(&tu_path, tu).unwrap();
 
