@@ -195,7 +195,7 @@ fn mma_fragments_follow_the_ptx_tables() {
 fn ldmatrix_fragments_follow_the_ptx_tables() {
     // 32 rows of 8 b16 values, each value its own (row, col) id; lane l points at a row of
     // a scrambled order, so the test also checks whose address each matrix row comes from.
-    let rows = 32;
+    let rows = 32usize;
     let src: Vec<u16> = (0..rows * 8).map(|i| i as u16).collect();
     let id = |row: i32, col: usize| (row as usize * 8 + col) as u32;
     let row_of_lane: Vec<i32> = (0..32).map(|l| (l * 5 + 3) % 32).collect();
@@ -482,7 +482,7 @@ fn out_of_bounds_global_accesses_are_errors_not_crashes() {
     let n = 100usize;
     let din = Buf::new(&vec![1f32; n]);
     let dout = Buf::new(&vec![0f32; n]);
-    let mut run = |read_offset: i32, write_offset: i32| {
+    let run = |read_offset: i32, write_offset: i32| {
         let (mut pi, mut po, mut r, mut w) = (din.ptr, dout.ptr, read_offset, write_offset);
         let mut args = [arg(&mut pi), arg(&mut po), arg(&mut r), arg(&mut w)];
         launch(
