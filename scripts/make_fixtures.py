@@ -188,6 +188,10 @@ def make_tiny(out_dir):
                 "no antialias). The exact table HF used is stored as r{res}.pos_embed. See "
                 "pos_embed_interpolation_max_abs_diff_vs_hf per model for the check.",
     }
+    meta["forward"] = ("HF eager attention, fp32: pre-LN blocks, LayerNorm eps 1e-6, exact (erf) GELU, "
+                       "softmax attention scaled by head_dim^-0.5 (head_dim 24), LayerScale on both "
+                       "branches; tokens = [cls, registers, patches]: position embedding added to cls "
+                       "and patches, registers inserted after cls with no position embedding")
     meta["output_keys"] = ("r{res}.embeddings = hidden_states[0]; r{res}.block.{i} = hidden_states[i+1] "
                            "(block i output, 0-based, pre final norm); r{res}.norm = last_hidden_state; "
                            "r{res}.pos_embed = position table used at that size")
