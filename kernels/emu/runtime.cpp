@@ -103,6 +103,7 @@ struct Fiber {
     uint3 tid;
     unsigned warp, lane;
     State state;
+    bool fresh;           // not started yet: its stack frame is built when it first runs
     unsigned n_pending;   // queued cp.async copies
     unsigned open_group;  // group id the next cp.async joins; commit closes it
 };
@@ -157,6 +158,7 @@ struct Worker {
     void* dead_sp = nullptr;   // where a finished or failed fiber's context goes to die
     bool shuffle = false;
     uint64_t rng = 0;
+    uint64_t fp_control = 0;  // MXCSR and x87 control word that new fibers start with
     const Launch* launch = nullptr;
     // Read by the signal handler: plain fields of a thread-local object are safe there.
     volatile bool in_fiber = false;
@@ -195,6 +197,7 @@ unsigned pop_ready(Worker& w) {
 }
 
 [[noreturn]] void report_deadlock(Worker& w);
+void* init_fiber_stack(Worker& w, unsigned i);
 
 // The calling fiber cannot go on (it waits or has exited): run the next ready fiber, or go
 // back to the scheduler when the block is finished. `save` receives the caller's context.
@@ -210,8 +213,13 @@ void run_next(Worker& w, void** save) {
     const unsigned next = pop_ready(w);
     if (next == w.current) return;  // shuffle mode re-picked the fiber that just yielded
     w.current = next;
-    thread_idx = w.fibers[next].tid;
-    kdad_emu_switch(save, w.fibers[next].sp);
+    Fiber& f = w.fibers[next];
+    thread_idx = f.tid;
+    if (f.fresh) {
+        f.fresh = false;
+        f.sp = init_fiber_stack(w, next);
+    }
+    kdad_emu_switch(save, f.sp);
 }
 
 // After the last arrival releases a barrier it goes on running, except under shuffle, where it
@@ -238,7 +246,8 @@ Warp& current_warp() { return worker().warps[current_fiber().warp]; }
          w.n_done);
 }
 
-[[noreturn]] void thread_exit(Worker& w) {
+// Bookkeeping of a thread that returned from the kernel.
+void thread_exit(Worker& w) {
     Fiber& f = w.fibers[w.current];
     Warp& warp = w.warps[f.warp];
     f.state = State::Done;
@@ -250,23 +259,36 @@ Warp& current_warp() { return worker().warps[current_fiber().warp]; }
     if (warp.arrived > 0)
         fail("divergent warp: this thread exited while %u lanes of its warp wait in a warp collective",
              warp.arrived);
-    run_next(w, &w.dead_sp);
-    __builtin_unreachable();
 }
 
+// Body of every fiber. When its thread returns and the next ready thread has not started yet,
+// that thread runs right here, on the finished one's stack, without a context switch: a
+// kernel without barriers runs as a plain loop over its threads.
 void fiber_main(Worker* w) {
     const Launch& launch = *w->launch;
-    launch.kernel->thunk(launch.kernel->fn, launch.args);
-    thread_exit(*w);
+    for (;;) {
+        launch.kernel->thunk(launch.kernel->fn, launch.args);
+        thread_exit(*w);
+        if (w->q_len == 0) run_next(*w, &w->dead_sp);  // ends the block or reports a deadlock
+        const unsigned next = pop_ready(*w);
+        Fiber& f = w->fibers[next];
+        w->current = next;
+        thread_idx = f.tid;
+        if (!f.fresh) {
+            kdad_emu_switch(&w->dead_sp, f.sp);
+            __builtin_unreachable();
+        }
+        f.fresh = false;
+    }
 }
 
-void* init_fiber_stack(Worker& w, unsigned i, uint64_t fp_control) {
+void* init_fiber_stack(Worker& w, unsigned i) {
     // The frame kdad_emu_switch pops: FP control, r15, r14, r13, r12 (entry), rbx (argument),
     // rbp, return address. The slot top is 16-byte aligned, so rsp is too when the entry is
     // called from kdad_emu_fiber_start, as the ABI wants.
     char* top = w.stacks + (i + 1) * w.stack_stride;
     auto* frame = reinterpret_cast<uint64_t*>(top) - 8;
-    frame[0] = fp_control;
+    frame[0] = w.fp_control;
     frame[1] = frame[2] = frame[3] = 0;
     frame[4] = reinterpret_cast<uint64_t>(&fiber_main);
     frame[5] = reinterpret_cast<uint64_t>(&w);
@@ -447,7 +469,7 @@ bool run_block(Worker& w, const Launch& launch, unsigned b) {
         warp.lanes = n - 32 * i < 32 ? n - 32 * i : 32;
         warp.arrived = warp.gen = warp.done = warp.waiting = 0;
     }
-    const uint64_t fp_control = current_fp_control();
+    w.fp_control = current_fp_control();
     for (unsigned i = 0; i < n; ++i) {
         Fiber& f = w.fibers[i];
         f.tid = {i % bd.x, (i / bd.x) % bd.y, i / (bd.x * bd.y)};
@@ -456,15 +478,18 @@ bool run_block(Worker& w, const Launch& launch, unsigned b) {
         f.state = State::Ready;
         f.n_pending = 0;
         f.open_group = 0;
-        f.sp = init_fiber_stack(w, i, fp_control);
+        f.fresh = true;
         push_ready(w, i);
     }
     std::memset(smem_raw, 0xff, launch.smem_bytes);
 
     w.current = pop_ready(w);
-    thread_idx = w.fibers[w.current].tid;
+    Fiber& first = w.fibers[w.current];
+    thread_idx = first.tid;
+    first.fresh = false;
+    first.sp = init_fiber_stack(w, w.current);
     w.in_fiber = true;
-    kdad_emu_switch(&w.sched_sp, w.fibers[w.current].sp);
+    kdad_emu_switch(&w.sched_sp, first.sp);
     w.in_fiber = false;
 
     if (w.fault_signal != 0) {
