@@ -220,7 +220,11 @@ fn build_emulator(root: &Path, kernels_dir: &Path, out: &Path, sources: &[PathBu
         // Large stack frames probe every page, so a kernel thread that outgrows its fiber
         // stack hits the guard page (an error) instead of the next thread's stack.
         .flag("-fstack-clash-protection")
-        .flag_if_supported("-Wno-unused-parameter")
+        // Idioms of CUDA code that nvcc accepts silently: `#pragma unroll`, comparing the
+        // unsigned threadIdx with int sizes, parameters a kernel variant does not use.
+        .flag("-Wno-unknown-pragmas")
+        .flag("-Wno-sign-compare")
+        .flag("-Wno-unused-parameter")
         // __FILE__ in barrier errors reads kernels/x.cu, not this machine's absolute path.
         .flag(format!("-fmacro-prefix-map={}/=", root.display()));
     // -m flags only for features the Rust target itself already assumes, so the library runs

@@ -539,6 +539,19 @@ fn a_thread_stack_overflow_is_an_error() {
 }
 
 #[test]
+fn a_failed_device_assert_is_an_error() {
+    let mut n = 0i32;
+    let mut args = [arg(&mut n)];
+    expect_error(
+        launch("emu_selftest_assert", (1, 1, 1), (32, 1, 1), 0, &mut args),
+        &["emu_selftest_assert", "assertion failed: n > 0"],
+    );
+    n = 1;
+    let mut args = [arg(&mut n)];
+    launch("emu_selftest_assert", (1, 1, 1), (32, 1, 1), 0, &mut args).unwrap();
+}
+
+#[test]
 fn bad_launches_are_refused_with_a_reason() {
     let out = Buf::new(&[0f32; 64]);
     let mut po = out.ptr;

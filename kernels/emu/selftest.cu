@@ -229,3 +229,7 @@ extern "C" __global__ void emu_selftest_stack_overflow(float* out, int n) {
     out[threadIdx.x] = local[n - 1];
 }
 KDAD_KERNEL(emu_selftest_stack_overflow)
+
+// A device assert that fails when n <= 0.
+extern "C" __global__ void emu_selftest_assert(int n) { assert(n > 0); }
+KDAD_KERNEL(emu_selftest_assert)
