@@ -122,6 +122,11 @@ struct Warp {
     unsigned done;     // lanes that have exited
     uint32_t waiting;  // bit per waiting lane
     uint32_t exchange[2][32][kExchangeWords];
+    // A·B of the warp's current mma, computed once by the first lane to resume after the
+    // mma's barrier (generation mma_gen) and read by the others. One buffer is enough: no
+    // lane can start computing the next product before every lane passed the next barrier.
+    unsigned mma_gen;
+    float mma_product[16][8];
 };
 
 // One launch, shared by the OS threads that run its blocks.
@@ -467,7 +472,7 @@ bool run_block(Worker& w, const Launch& launch, unsigned b) {
     for (unsigned i = 0; i < (n + 31) / 32; ++i) {
         Warp& warp = w.warps[i];
         warp.lanes = n - 32 * i < 32 ? n - 32 * i : 32;
-        warp.arrived = warp.gen = warp.done = warp.waiting = 0;
+        warp.arrived = warp.gen = warp.done = warp.waiting = warp.mma_gen = 0;
     }
     w.fp_control = current_fp_control();
     for (unsigned i = 0; i < n; ++i) {
@@ -664,32 +669,43 @@ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], con
     std::memcpy(mine, a, 16);
     std::memcpy(mine + 4, b, 8);
     sync_warp();
-    // PTX ISA, "Matrix Fragments for mma.m16n8k16" with .bf16: groupID = lane / 4,
-    // threadID_in_group = lane % 4. A (16x16, row): register (r / 8) + 2 * (k / 8) of lane
-    // 4 * (r % 8) + (k % 8) / 2, half k % 2. B (16x8, col): register k / 8 of lane
-    // 4 * n + (k % 8) / 2, half k % 2. C/D (16x8): element i of lane holds row g + 8 * (i / 2),
-    // column 2 * t + i % 2.
-    auto half = [&](unsigned from_lane, unsigned reg, unsigned k) {
-        const uint32_t word = ex[from_lane * kExchangeWords + reg];
-        return bf16_bits_to_f32(static_cast<uint16_t>(k % 2 ? word >> 16 : word));
-    };
-    const unsigned g = lane / 4, t = lane % 4;
-    float a_rows[2][16], b_cols[2][16];
-    for (unsigned k = 0; k < 16; ++k) {
-        for (unsigned i = 0; i < 2; ++i) {
-            const unsigned r = g + 8 * i;
-            a_rows[i][k] = half(4 * (r % 8) + (k % 8) / 2, r / 8 + 2 * (k / 8), k);
-            const unsigned n = 2 * t + i;
-            b_cols[i][k] = half(4 * n + (k % 8) / 2, 4 + k / 8, k);
+    // PTX ISA, "Matrix Fragments for mma.m16n8k16" with .bf16: groupID g = lane / 4,
+    // threadID_in_group t = lane % 4. A (16x16, row): register i of lane (g, t) holds row
+    // g + 8 (i % 2), columns 2t + 8 (i / 2) and the next. B (16x8, col): register i holds
+    // rows 2t + 8 i and the next, column g. Lower index in the low half of each register.
+    // C/D (16x8): element i of lane (g, t) is row g + 8 (i / 2), column 2t + i % 2.
+    Warp& warp = current_warp();
+    if (warp.mma_gen != warp.gen) {
+        warp.mma_gen = warp.gen;
+        float a_mat[16][16], b_by_col[8][16];
+        auto lo = [](uint32_t w) { return bf16_bits_to_f32(static_cast<uint16_t>(w)); };
+        auto hi = [](uint32_t w) { return bf16_bits_to_f32(static_cast<uint16_t>(w >> 16)); };
+        for (unsigned l = 0; l < 32; ++l) {
+            const unsigned g = l / 4, t = l % 4;
+            const uint32_t* regs = ex + l * kExchangeWords;
+            for (unsigned i = 0; i < 4; ++i) {
+                const unsigned r = g + 8 * (i % 2), k = 2 * t + 8 * (i / 2);
+                a_mat[r][k] = lo(regs[i]);
+                a_mat[r][k + 1] = hi(regs[i]);
+            }
+            for (unsigned i = 0; i < 2; ++i) {
+                const unsigned k = 2 * t + 8 * i;
+                b_by_col[g][k] = lo(regs[4 + i]);
+                b_by_col[g][k + 1] = hi(regs[4 + i]);
+            }
         }
-    }
-    for (unsigned i = 0; i < 4; ++i) {
         // Products of two bf16 values are exact in f32; the hardware's summation order is
         // unspecified, this one adds them in k order and the accumulator last.
-        float sum = 0.0f;
-        for (unsigned k = 0; k < 16; ++k) sum += a_rows[i / 2][k] * b_cols[i % 2][k];
-        d[i] = c[i] + sum;
+        for (unsigned r = 0; r < 16; ++r) {
+            for (unsigned n = 0; n < 8; ++n) {
+                float sum = 0.0f;
+                for (unsigned k = 0; k < 16; ++k) sum += a_mat[r][k] * b_by_col[n][k];
+                warp.mma_product[r][n] = sum;
+            }
+        }
     }
+    const unsigned g = lane / 4, t = lane % 4;
+    for (unsigned i = 0; i < 4; ++i) d[i] = c[i] + warp.mma_product[g + 8 * (i / 2)][2 * t + i % 2];
 }
 
 void ldmatrix(uint32_t* r, const void* row_ptr, unsigned count, bool trans) {
