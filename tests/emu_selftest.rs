@@ -352,6 +352,29 @@ fn warp_shuffles_ballots_and_reductions() {
 }
 
 #[test]
+fn a_partial_warp_cannot_read_missing_lanes() {
+    // 48 threads: the second warp has lanes 0..15 only.
+    let n = 48usize;
+    let (din, dout) = (Buf::new(&vec![1f32; n]), Buf::new(&vec![0f32; 10 * n]));
+    let dbits = Buf::new(&vec![0u32; 4 * n]);
+    let (mut pi, mut po, mut pb) = (din.ptr, dout.ptr, dbits.ptr);
+    let mut args = [arg(&mut pi), arg(&mut po), arg(&mut pb)];
+    expect_error(
+        launch(
+            "emu_selftest_shuffles",
+            (1, 1, 1),
+            (n as u32, 1, 1),
+            0,
+            &mut args,
+        ),
+        &[
+            "emu_selftest_shuffles",
+            "which does not exist in this partial warp of 16 lanes",
+        ],
+    );
+}
+
+#[test]
 fn block_reductions() {
     let (blocks, threads) = (5usize, 256usize);
     let x: Vec<f32> = (0..blocks * threads)
@@ -467,6 +490,10 @@ fn divergent_barriers_are_errors_naming_the_kernel() {
             "two different __syncthreads",
         ),
         ("emu_selftest_divergent_warp", "divergent warp"),
+        (
+            "emu_selftest_deadlock",
+            "deadlock: 32 threads wait at __syncthreads",
+        ),
     ] {
         let mut po = out.ptr;
         let mut args = [arg(&mut po)];

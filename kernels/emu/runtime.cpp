@@ -830,6 +830,7 @@ extern "C" void* kdad_emu_alloc(size_t bytes) {
     // end faults. Its start is therefore aligned only to the largest power of two dividing
     // `bytes` (like an array of that element size), not to 256 bytes as cudaMalloc's.
     const size_t page = page_bytes();
+    if (bytes > (size_t(1) << 48)) return nullptr;  // more than any address space; also no overflow below
     const size_t data_pages = (bytes + page - 1) / page * page;
     const size_t len = data_pages + 2 * page;
     void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

@@ -233,3 +233,14 @@ KDAD_KERNEL(emu_selftest_stack_overflow)
 // A device assert that fails when n <= 0.
 extern "C" __global__ void emu_selftest_assert(int n) { assert(n > 0); }
 KDAD_KERNEL(emu_selftest_assert)
+
+// Half of each warp waits at the block barrier, the other half at a warp barrier: neither
+// can ever complete.
+extern "C" __global__ void emu_selftest_deadlock(float* out) {
+    if (threadIdx.x % 32 < 16)
+        __syncthreads();
+    else
+        __syncwarp();
+    out[threadIdx.x] = 1.0f;
+}
+KDAD_KERNEL(emu_selftest_deadlock)
