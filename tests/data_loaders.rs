@@ -598,5 +598,26 @@ fn fashion_mnist_real_files() {
     assert_eq!((set.train.len(), set.test.len()), (60_000, 10_000));
     let c = set.normal_classes(&[7]).unwrap();
     assert_eq!(c.split.train.len(), 6_000);
-    assert_eq!(c.split.test.iter().filter(|s| s.label == Label::Normal).count(), 1_000);
+    assert_eq!(
+        c.split
+            .test
+            .iter()
+            .filter(|s| s.label == Label::Normal)
+            .count(),
+        1_000
+    );
+}
+
+#[test]
+fn datasets_open_by_name() {
+    let tmp = TempDir::new("byname");
+    mvtec_tree(tmp.path(), 1, 1, 1);
+    assert_eq!(
+        kdad::data::open_dataset("mpdd", tmp.path()).unwrap().name,
+        "mpdd"
+    );
+    let err = kdad::data::open_dataset("mnist-ish", tmp.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mnist-ish") && err.contains("mvtec"), "{err}");
 }

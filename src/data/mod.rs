@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod idx;
 pub mod loco;
 pub mod mvtec;
+pub mod open;
 pub mod pickle;
 pub mod prefetch;
 pub mod preprocess;
@@ -19,4 +20,5 @@ pub mod sample;
 pub mod semantic;
 pub mod visa;
 
+pub use open::{open_dataset, DATASETS};
 pub use sample::{Category, Dataset, ImageSource, Label, MaskSource, RawImage, Sample, Split};

@@ -39,7 +39,7 @@ pub enum ImageScore {
     /// The score the scorer returns.
     FromScorer,
     /// Mean of the top `ratio` of the post-processed map (Dinomaly: 0.01; 0 = maximum).
-    TopMean(f32),
+    TopMean(f64),
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
