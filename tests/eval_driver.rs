@@ -76,7 +76,46 @@ fn synthetic_bright_defects_are_found() {
         .find(|f| f.starts_with("heatmaps/widget"))
         .unwrap();
     let strip = image::open(out.path().join(first)).unwrap();
-    assert_eq!((strip.width(), strip.height()), (3 * 256 + 8, 256));
+    assert_eq!((strip.width(), strip.height()), (3 * 224 + 8, 224));
+}
+
+#[test]
+fn oracle_maps_give_perfect_pixel_metrics() {
+    // The scorer returns the ground-truth mask plus noise below 0.5 as the map: anomalous
+    // pixels score in [1, 1.5), normal ones in [0, 0.5). If the driver pools maps and masks in
+    // step, every pixel metric is exactly 1. (Without the noise, AUPRO is undefined: every
+    // threshold has FPR 0, and Dinomaly's compute_pro divides 0 by 0.)
+    let tmp = TempDir::new("driver-oracle");
+    mvtec_tree(tmp.path(), 2, 4, 4);
+    let ds = mvtec::mvtec(tmp.path()).unwrap();
+    let opts = EvalOptions {
+        smoothing: None,
+        ..small_opts()
+    };
+    let report = evaluate(&ds, &opts, |b: &[PreparedImage]| {
+        Ok(b.iter()
+            .map(|im| {
+                let m = im.mask.as_ref().unwrap();
+                let noise = |i: usize| (i * 2_654_435_761 % 1000) as f32 / 2000.0;
+                let data = m
+                    .as_raw()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f32 + noise(i))
+                    .collect();
+                (
+                    0.0,
+                    Some(Map::new(m.width() as usize, m.height() as usize, data).unwrap()),
+                )
+            })
+            .collect())
+    })
+    .unwrap();
+    let c = &report.categories[0];
+    assert_eq!(c.image.auroc, 1.0);
+    assert_eq!(c.pixel.unwrap().auroc, 1.0);
+    assert!((c.pixel.unwrap().ap - 1.0).abs() < 1e-12);
+    assert!((c.aupro.unwrap() - 1.0).abs() < 1e-12);
 }
 
 #[test]

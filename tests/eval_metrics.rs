@@ -165,3 +165,24 @@ fn pixel_metrics_at_100m() {
     assert_eq!(r.auroc, 1.0);
     assert!((pro - 1.0).abs() < 1e-9);
 }
+
+#[test]
+fn aupro_is_undefined_where_dinomaly_gives_nan() {
+    // Binary maps equal to the masks: no threshold has a false positive, so the FPR rescale
+    // divides 0 by 0 in compute_pro.
+    assert_eq!(
+        aupro(&[0.0, 1.0, 0.0, 1.0], &[0, 1, 0, 1], &[(2, 2)]).unwrap(),
+        None
+    );
+    // No anomalous region at all.
+    assert_eq!(
+        aupro(&[0.1, 0.2, 0.3, 0.4], &[0, 0, 0, 0], &[(2, 2)]).unwrap(),
+        None
+    );
+    // Constant maps: no thresholds.
+    assert_eq!(aupro(&[0.5; 4], &[0, 1, 0, 0], &[(2, 2)]).unwrap(), None);
+    assert!(
+        aupro(&[0.5; 4], &[0, 1, 0, 0], &[(3, 2)]).is_err(),
+        "shape mismatch"
+    );
+}

@@ -58,12 +58,13 @@ pub struct EvalOptions {
     pub heatmaps_per_category: usize,
 }
 
-impl Default for EvalOptions {
-    /// Dinomaly's evaluation at the quick R256-C224 setting.
-    fn default() -> Self {
+impl EvalOptions {
+    /// The quick setting of the shared reference scripts: R256-C224, maps and masks compared
+    /// at the crop size (224), Dinomaly's smoothing and top-1 % score.
+    pub fn quick() -> Self {
         EvalOptions {
             geometry: Geometry::R256_C224,
-            mask_size: 256,
+            mask_size: 224,
             smoothing: Some(Smoothing::default()),
             image_score: ImageScore::TopMean(0.01),
             batch_size: 8,
@@ -74,6 +75,21 @@ impl Default for EvalOptions {
             prefetch_depth: 4,
             heatmaps_per_category: 8,
         }
+    }
+
+    /// Dinomaly's paper setting (methods.md §2.1, §2.11): R448-C392, maps and masks at 256.
+    pub fn dinomaly() -> Self {
+        EvalOptions {
+            geometry: Geometry::R448_C392,
+            mask_size: 256,
+            ..Self::quick()
+        }
+    }
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self::quick()
     }
 }
 
