@@ -22,6 +22,7 @@ pub mod elpv;
 pub mod folder;
 pub mod fsutil;
 pub mod idx;
+pub mod loader;
 pub mod loco;
 pub mod mvtec;
 pub mod open;
