@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{mvtec_tree, shared_data, write_mask, write_rgb, TempDir};
+use common::{mvtec_tree, shared_data, write_mask, TempDir};
 use kdad::data::mvtec;
 use kdad::eval::{evaluate, EvalOptions, ImageScore, Map, PreparedImage, Report, Scored};
 use kdad::Result;
@@ -275,5 +275,4 @@ fn mpdd_metal_plate_report() {
         files.iter().filter(|f| f.starts_with("heatmaps")).count(),
         6
     );
-    let _ = write_rgb; // shared helper, used by other test files
 }

@@ -3,9 +3,11 @@
 //! per category.
 //!
 //! A previous report is never replaced by a partial one: every file is first written into a
-//! staging folder inside the output folder, and only when all of them are written are they
-//! renamed into place (a rename within one file system is atomic). A failure leaves the old
-//! files as they were and removes the staging folder.
+//! staging folder inside the output folder (`.staging-<pid>`), and only when all of them are
+//! written are they renamed into place, each rename atomic, report.json last. A failure while
+//! writing leaves the old files as they were and removes the staging folder. (A process
+//! killed in the middle of the renames, a window of microseconds, would leave new plots
+//! beside the old report.json; a killed process can also leave its staging folder behind.)
 
 use crate::data::Label;
 use crate::eval::driver::EvalOptions;
