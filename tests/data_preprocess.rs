@@ -139,7 +139,9 @@ fn training_loader_yields_normalised_crops_in_order() {
             category: "c".into(),
         })
         .collect();
+    assert!(load_images(samples.clone(), Geometry { resize: 8, crop: 9 }, 3, 1).is_err());
     let out: Vec<_> = load_images(samples, Geometry { resize: 8, crop: 6 }, 3, 1)
+        .unwrap()
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(out.len(), 7);

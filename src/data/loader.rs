@@ -5,6 +5,7 @@ use crate::data::decode::decode_rgb;
 use crate::data::prefetch::{prefetch, Prefetch};
 use crate::data::preprocess::{geometry_rgb, normalize, Geometry};
 use crate::data::Sample;
+use crate::Result;
 
 /// One decoded, preprocessed image.
 #[derive(Clone, Debug)]
@@ -15,18 +16,20 @@ pub struct LoadedImage {
 }
 
 /// Prepares `samples` in order on `workers` threads, each with a queue `depth` deep. An
-/// unreadable image comes back as an error naming it, at its position.
+/// invalid geometry is an error here; an unreadable image comes back as an error naming it,
+/// at its position.
 pub fn load_images(
     samples: Vec<Sample>,
     geometry: Geometry,
     workers: usize,
     depth: usize,
-) -> Prefetch<LoadedImage> {
-    prefetch(samples, workers, depth, move |s: &Sample| {
+) -> Result<Prefetch<LoadedImage>> {
+    geometry.validate()?;
+    Ok(prefetch(samples, workers, depth, move |s: &Sample| {
         let rgb = decode_rgb(&s.source)?;
         Ok(LoadedImage {
             tensor: normalize(&geometry_rgb(&rgb, geometry)),
             name: s.source.name(),
         })
-    })
+    }))
 }
