@@ -7,7 +7,7 @@ use crate::{Error, Result};
 use std::path::Path;
 
 /// The names `open_dataset` accepts, with what `root` must be.
-pub const DATASETS: [(&str, &str); 12] = [
+pub const DATASETS: [(&str, &str); 13] = [
     (
         "mvtec",
         "MVTec AD: a category folder or the folder of the 15",
@@ -27,6 +27,7 @@ pub const DATASETS: [(&str, &str); 12] = [
         "ELPV mono cells: the elpv_dataset package folder (or its data/)",
     ),
     ("elpv-poly", "ELPV poly cells"),
+    ("elpv-all", "ELPV, mono and poly cells together"),
     (
         "cifar10",
         "CIFAR-10 one class vs rest: cifar-10-batches-py/",
@@ -56,6 +57,7 @@ pub fn open_dataset(name: &str, root: &Path) -> Result<Dataset> {
         "realiad" => realiad::realiad(root, "realiad_1024"),
         "elpv" => elpv(root, CellType::Mono),
         "elpv-poly" => elpv(root, CellType::Poly),
+        "elpv-all" => elpv(root, CellType::All),
         "cifar10" => cifar::cifar10(root)?.one_vs_rest(),
         "cifar10-uniad" => {
             let groups: Vec<&[usize]> = UNIAD_CIFAR10_SPLITS.iter().map(|g| &g[..]).collect();

@@ -115,7 +115,8 @@ impl Report {
         };
     }
 
-    /// The terminal table: one row per category and the mean, metrics in percent.
+    /// The terminal table: one row per category and the mean, metrics in percent, then the
+    /// first warnings.
     pub fn table(&self) -> String {
         let width = self
             .categories
@@ -158,6 +159,18 @@ impl Report {
             pct(m.pixel_f1_max),
             pct(m.aupro)
         );
+        // Warnings are few in practice (one per odd mask); the full list is in report.json.
+        const SHOWN: usize = 10;
+        for w in self.warnings.iter().take(SHOWN) {
+            let _ = writeln!(s, "warning: {w}");
+        }
+        if self.warnings.len() > SHOWN {
+            let _ = writeln!(
+                s,
+                "... and {} more warnings in report.json",
+                self.warnings.len() - SHOWN
+            );
+        }
         s
     }
 
