@@ -114,6 +114,19 @@ fn unreadable_image_is_an_error_naming_it() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("gone.png"), "{err}");
+    let empty = kdad::data::ImageSource::Memory {
+        name: "blank#0".into(),
+        image: std::sync::Arc::new(kdad::data::RawImage {
+            width: 0,
+            height: 3,
+            channels: 1,
+            pixels: vec![],
+        }),
+    };
+    assert!(decode_rgb(&empty)
+        .unwrap_err()
+        .to_string()
+        .contains("blank#0: empty image"));
 }
 
 #[test]

@@ -223,6 +223,24 @@ fn scorer_errors_and_wrong_lengths_are_reported() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("returned 0 results"), "{err}");
+    // A map whose public fields disagree.
+    let err = evaluate(&ds, &small_opts(), |b: &[PreparedImage]| {
+        Ok(b.iter()
+            .map(|_| {
+                (
+                    0.0,
+                    Some(Map {
+                        width: 4,
+                        height: 4,
+                        data: vec![0.0; 3],
+                    }),
+                )
+            })
+            .collect())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("4x4 map with 3 values"), "{err}");
 }
 
 #[test]

@@ -165,7 +165,7 @@ where
                 )));
             }
             for (image, (score, map)) in batch.drain(..).zip(scored) {
-                let map = map.map(|m| postprocess(m, opts));
+                let map = map.map(|m| postprocess(m, opts, &image.name)).transpose()?;
                 let score = match (opts.image_score, &map) {
                     (ImageScore::TopMean(ratio), Some(m)) => top_mean(m, ratio),
                     (ImageScore::TopMean(_), None) => {
@@ -203,18 +203,27 @@ where
     finish_category(category, records, pixels, heatmaps, start)
 }
 
-/// Resize to the evaluation size, then smooth (Dinomaly's order).
-fn postprocess(map: Map, opts: &EvalOptions) -> Map {
+/// Resize to the evaluation size, then smooth (Dinomaly's order). A map whose fields
+/// disagree (they are public) is an error naming the image.
+fn postprocess(map: Map, opts: &EvalOptions, name: &str) -> Result<Map> {
+    if map.data.is_empty() || map.data.len() != map.width * map.height {
+        return Err(Error::Invalid(format!(
+            "{name}: the scorer returned a {}x{} map with {} values",
+            map.width,
+            map.height,
+            map.data.len()
+        )));
+    }
     let n = opts.mask_size as usize;
     let map = if map.width != n || map.height != n {
         resize(&map, n, n, Align::HalfPixel)
     } else {
         map
     };
-    match opts.smoothing {
+    Ok(match opts.smoothing {
         Some(s) => smooth(&map, s),
         None => map,
-    }
+    })
 }
 
 fn pool_pixels(pixels: &mut Pixels, image: &PreparedImage, map: Option<&Map>) {
