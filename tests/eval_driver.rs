@@ -5,6 +5,7 @@
 mod common;
 
 use common::{mvtec_tree, shared_data, write_mask, TempDir};
+use kdad::data::loader::load_images;
 use kdad::data::mvtec;
 use kdad::eval::{evaluate, EvalOptions, ImageScore, Map, PreparedImage, Report, Scored};
 use kdad::Result;
@@ -271,7 +272,40 @@ fn mpdd_metal_plate_report() {
         heatmaps_per_category: 6,
         ..EvalOptions::default()
     };
-    let report: Report = evaluate(&ds, &opts, brightness).unwrap();
+    // A trivial but sensible scorer: distance of each pixel from the mean training image,
+    // averaged over channels. It exercises the training loader on real files too.
+    let train = ds.categories[0].split.train.clone();
+    let loaded: Vec<Vec<f32>> = load_images(train, opts.geometry, 2, 2)
+        .unwrap()
+        .map(|r| r.unwrap().tensor)
+        .collect();
+    let mut mean = vec![0f32; loaded[0].len()];
+    for t in &loaded {
+        for (m, v) in mean.iter_mut().zip(t) {
+            *m += v / loaded.len() as f32;
+        }
+    }
+    let report: Report = evaluate(&ds, &opts, |batch: &[PreparedImage]| {
+        Ok(batch
+            .iter()
+            .map(|im| {
+                let n = (im.size * im.size) as usize;
+                let d = (0..n)
+                    .map(|p| {
+                        (0..3)
+                            .map(|c| (im.tensor[c * n + p] - mean[c * n + p]).abs())
+                            .sum::<f32>()
+                            / 3.0
+                    })
+                    .collect();
+                (
+                    0.0,
+                    Some(Map::new(im.size as usize, im.size as usize, d).unwrap()),
+                )
+            })
+            .collect())
+    })
+    .unwrap();
     print!("{}", report.table());
     let c = &report.categories[0];
     // data/README.md: 26 good and 81 defective test images.
