@@ -227,8 +227,8 @@ impl Report {
     }
 
     /// Writes the report into `dir` (created if needed) and returns the files written, relative
-    /// to `dir`: report.json, report.csv, scores.csv, roc_<category>.png,
-    /// heatmaps/<category>/<NN>_<image>.png.
+    /// to `dir`: `report.json`, `report.csv`, `scores.csv`, `roc_<category>.png`,
+    /// `heatmaps/<category>/<NN>_<image>.png`.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let staging = dir.join(format!(".staging-{}", std::process::id()));
