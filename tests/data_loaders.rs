@@ -255,7 +255,7 @@ fn realiad_reads_json_splits() {
     write_rgb(&img_dir.join("NG/AK/S0003/c.jpg"), 16, 16, Some((2, 2, 4)));
     write_mask(&img_dir.join("NG/AK/S0003/c.png"), 16, 16, (2, 2, 4), 255);
     let json = serde_json::json!({
-        "meta": {},
+        "meta": {"normal_class": "OK", "prefix": ""},
         "train": [{"category": "audiojack", "anomaly_class": "OK", "image_path": "OK/S0001/a.jpg", "mask_path": null}],
         "test": [
             {"category": "audiojack", "anomaly_class": "OK", "image_path": "OK/S0002/b.jpg", "mask_path": null},
@@ -268,7 +268,7 @@ fn realiad_reads_json_splits() {
         json.to_string(),
     )
     .unwrap();
-    let ds = realiad::realiad(r, "realiad_1024").unwrap();
+    let ds = realiad::realiad(r, "realiad_1024", "realiad_jsons/realiad_jsons").unwrap();
     let s = &ds.categories[0].split;
     assert_eq!(ds.categories[0].name, "audiojack");
     assert_eq!((s.train.len(), s.test.len()), (1, 2));
@@ -276,6 +276,20 @@ fn realiad_reads_json_splits() {
     assert_eq!(
         s.test[1].mask,
         Some(MaskSource::File(img_dir.join("NG/AK/S0003/c.png")))
+    );
+
+    // An anomalous image in the training list is a corrupt split file.
+    let mut bad = json.clone();
+    bad["train"][0]["anomaly_class"] = "AK".into();
+    bad["train"][0]["mask_path"] = "NG/AK/S0003/c.png".into();
+    std::fs::create_dir_all(r.join("sv")).unwrap();
+    std::fs::write(r.join("sv/audiojack.json"), bad.to_string()).unwrap();
+    let err = realiad::realiad(r, "realiad_1024", "sv")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sv/audiojack.json") && err.contains("train list"),
+        "{err}"
     );
 }
 

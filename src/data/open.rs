@@ -54,7 +54,7 @@ pub fn open_dataset(name: &str, root: &Path) -> Result<Dataset> {
         "visa" if root.join("split_csv").join("1cls.csv").is_file() => visa::visa(root, None),
         "visa" => mvtec::load("visa", root),
         "loco" => loco::loco(root),
-        "realiad" => realiad::realiad(root, "realiad_1024"),
+        "realiad" => realiad::realiad(root, "realiad_1024", "realiad_jsons/realiad_jsons"),
         "elpv" => elpv(root, CellType::Mono),
         "elpv-poly" => elpv(root, CellType::Poly),
         "elpv-all" => elpv(root, CellType::All),
