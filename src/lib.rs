@@ -8,5 +8,6 @@ pub mod error;
 pub mod eval;
 pub mod info;
 pub mod tensor;
+pub mod vit;
 
 pub use error::{Error, Result};
