@@ -1,0 +1,1 @@
+//! Kernel benchmarks (`kdad bench kernels`).
