@@ -657,3 +657,56 @@ fn shape_errors_are_errors_not_panics() {
         .unwrap_err();
     assert!(e.to_string().contains("[0, 1)"), "{e}");
 }
+
+/// Flash attention rounds q, k, v to bf16 on load, so the reference gets bf16-rounded qkv;
+/// it also rounds the probabilities P to bf16 before P·V, which moves each output by at most
+/// 2^-9·max|v| = 2e-3 for |v| <= 1 (the softmax weights sum to one): `ATTN` allows that.
+const ATTN: Tol = Tol {
+    atol: 2.5e-3,
+    rtol: 0.0,
+};
+
+#[test]
+fn flash_attention_fwd_masks_any_length() {
+    // 13 tokens: one partial block; 77: a full block and a partial one.
+    for (seed, n) in [(19u64, 13usize), (20, 77)] {
+        let mut p = Pair::new(seed);
+        let (heads, dim) = (2, 128);
+        let qkv = p.rng.tensor([2, n, 3 * dim], -1.0, 1.0).round_bf16();
+        let qkv = p.from_host(&qkv);
+        let (mut out, mut lse) = (p.out(&[2, n, dim]), p.out(&[2, heads, n]));
+        p.cpu
+            .attention_fwd(&qkv.c, heads, 0.125, &mut out.c, &mut lse.c)
+            .unwrap();
+        p.gpu
+            .attention_fwd(&qkv.g, heads, 0.125, &mut out.g, &mut lse.g)
+            .unwrap();
+        check(&p, &format!("attention out n={n}"), &out, ATTN);
+        check(&p, &format!("attention lse n={n}"), &lse, REDUCE);
+    }
+}
+
+#[test]
+fn linear_attention_fwd_bwd() {
+    let mut p = Pair::new(21);
+    // 3 heads of 24 over 37 tokens: not a multiple of the 32-token tile or of a warp.
+    let (heads, dim, n) = (3, 72, 37);
+    let qkv = p.rand(&[2, n, 3 * dim]);
+    let mut out = p.out(&[2, n, dim]);
+    p.cpu
+        .linear_attention_fwd(&qkv.c, heads, 0.0, &mut out.c)
+        .unwrap();
+    p.gpu
+        .linear_attention_fwd(&qkv.g, heads, 0.0, &mut out.g)
+        .unwrap();
+    check(&p, "linear attention out", &out, REDUCE);
+    let dout = p.rand(&[2, n, dim]);
+    let mut dqkv = p.out(&[2, n, 3 * dim]);
+    p.cpu
+        .linear_attention_bwd(&dout.c, &qkv.c, heads, 1e-6, &mut dqkv.c)
+        .unwrap();
+    p.gpu
+        .linear_attention_bwd(&dout.g, &qkv.g, heads, 1e-6, &mut dqkv.g)
+        .unwrap();
+    check(&p, "linear attention dqkv", &dqkv, REDUCE);
+}

@@ -1,60 +1,136 @@
-//! Attention ops of [`GpuBackend`].
+//! Attention ops of [`GpuBackend`]: flash attention on tensor cores (head dim 64) and
+//! Dinomaly's linear attention.
 
-use super::backend::T;
-use super::{GpuBackend, Launcher};
+use super::backend::{p, T};
+use super::launch::{f32, int};
+use super::{GpuBackend, LaunchCfg, Launcher};
+use crate::device::check::{self, AttnDims};
 use crate::error::{Error, Result};
 
-fn not_done(op: &str) -> Error {
-    Error::Unavailable {
-        backend: "gpu",
-        reason: format!("{op} has no GPU kernel yet"),
+/// The head dimension the flash-attention kernels are written for (ViT-S/B/L all use 64).
+const FLASH_HEAD_DIM: usize = 64;
+/// Query rows per block (16 per warp) and keys per step of the flash kernels.
+const FLASH_ROWS: usize = 64;
+/// bf16 elements per shared-memory row of a flash tile (64 + 8 padding).
+const FLASH_STRIDE: usize = FLASH_HEAD_DIM + 8;
+/// Threads of the linear-attention kernels: 8 warps, one token per warp at a time.
+const LINEAR_THREADS: u32 = 256;
+
+fn flash_only_64(op: &str, s: &AttnDims) -> Result<()> {
+    if s.head_dim != FLASH_HEAD_DIM {
+        return Err(Error::Unavailable {
+            backend: "gpu",
+            reason: format!(
+                "{op}: the flash-attention kernels need head dim {FLASH_HEAD_DIM}, got {}",
+                s.head_dim
+            ),
+        });
     }
+    Ok(())
+}
+
+/// Arguments the attention kernels share after their pointers: n, dim, heads.
+fn dims_args(op: &'static str, s: &AttnDims) -> Result<[super::KernelArg; 3]> {
+    Ok([int(op, s.n)?, int(op, s.dim)?, int(op, s.heads)?])
 }
 
 impl<L: Launcher> GpuBackend<L> {
     pub(super) fn flash_attention_fwd(
         &self,
-        _qkv: &T<L>,
-        _heads: usize,
-        _scale: f32,
-        _out: &mut T<L>,
-        _lse: &mut T<L>,
+        qkv: &T<L>,
+        heads: usize,
+        scale: f32,
+        out: &mut T<L>,
+        lse: &mut T<L>,
     ) -> Result<()> {
-        Err(not_done("attention_fwd"))
+        const OP: &str = "attention_fwd";
+        let s = check::attention_fwd(qkv, heads, out, lse)?;
+        if s.n == 0 || s.batch == 0 {
+            return Ok(());
+        }
+        flash_only_64(OP, &s)?;
+        let cfg = LaunchCfg {
+            grid: (
+                s.n.div_ceil(FLASH_ROWS) as u32,
+                (s.batch * s.heads) as u32,
+                1,
+            ),
+            block: (128, 1, 1),
+            smem: (3 * FLASH_ROWS * FLASH_STRIDE * 2) as u32,
+        };
+        let mut args = vec![p(qkv), p(out), p(lse)];
+        args.extend(dims_args(OP, &s)?);
+        args.push(f32(scale));
+        self.launch("flash_attn_fwd", cfg, &args)
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn flash_attention_bwd(
         &self,
-        _dout: &T<L>,
-        _qkv: &T<L>,
-        _out: &T<L>,
-        _lse: &T<L>,
-        _heads: usize,
+        dout: &T<L>,
+        qkv: &T<L>,
+        out: &T<L>,
+        lse: &T<L>,
+        heads: usize,
         _scale: f32,
-        _dqkv: &mut T<L>,
+        dqkv: &mut T<L>,
     ) -> Result<()> {
-        Err(not_done("attention_bwd"))
+        let s = check::attention_bwd(dout, qkv, out, lse, heads, dqkv)?;
+        flash_only_64("attention_bwd", &s)?;
+        Err(Error::Unavailable {
+            backend: "gpu",
+            reason: "attention_bwd has no GPU kernel yet".into(),
+        })
     }
 
     pub(super) fn linear_attn_fwd(
         &self,
-        _qkv: &T<L>,
-        _heads: usize,
-        _eps: f32,
-        _out: &mut T<L>,
+        qkv: &T<L>,
+        heads: usize,
+        eps: f32,
+        out: &mut T<L>,
     ) -> Result<()> {
-        Err(not_done("linear_attention_fwd"))
+        const OP: &str = "linear_attention_fwd";
+        let s = check::linear_attention_fwd(qkv, heads, eps, out)?;
+        if s.n == 0 || s.batch == 0 {
+            return Ok(());
+        }
+        let dh = s.head_dim;
+        let floats = dh * dh + dh + 2 * 32 * dh + (LINEAR_THREADS as usize / 32) * dh;
+        let mut args = vec![p(qkv), p(out)];
+        args.extend(dims_args(OP, &s)?);
+        args.extend([int(OP, dh)?, f32(eps)]);
+        self.launch("linear_attn_fwd", linear_cfg(&s, floats), &args)
     }
 
     pub(super) fn linear_attn_bwd(
         &self,
-        _dout: &T<L>,
-        _qkv: &T<L>,
-        _heads: usize,
-        _eps: f32,
-        _dqkv: &mut T<L>,
+        dout: &T<L>,
+        qkv: &T<L>,
+        heads: usize,
+        eps: f32,
+        dqkv: &mut T<L>,
     ) -> Result<()> {
-        Err(not_done("linear_attention_bwd"))
+        const OP: &str = "linear_attention_bwd";
+        let s = check::linear_attention_bwd(dout, qkv, heads, eps, dqkv)?;
+        if s.n == 0 || s.batch == 0 {
+            return Ok(());
+        }
+        let dh = s.head_dim;
+        let floats =
+            2 * dh * dh + 2 * dh + 2 * 32 * dh + 32 + (LINEAR_THREADS as usize / 32) * 2 * dh;
+        let mut args = vec![p(dout), p(qkv), p(dqkv)];
+        args.extend(dims_args(OP, &s)?);
+        args.extend([int(OP, dh)?, f32(eps)]);
+        self.launch("linear_attn_bwd", linear_cfg(&s, floats), &args)
+    }
+}
+
+/// One block per (image, head) with `floats` of dynamic shared memory.
+fn linear_cfg(s: &AttnDims, floats: usize) -> LaunchCfg {
+    LaunchCfg {
+        grid: ((s.batch * s.heads) as u32, 1, 1),
+        block: (LINEAR_THREADS, 1, 1),
+        smem: (floats * 4) as u32,
     }
 }
