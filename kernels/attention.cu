@@ -346,3 +346,169 @@ extern "C" __global__ void flash_attn_fwd(const float* qkv, float* out, float* l
     }
 }
 KDAD_KERNEL(flash_attn_fwd)
+
+// delta[b, h, i] = Σ_j dO·O over head h of token i (the softmax backward's row correction):
+// one thread per (b, h, i), grid-stride; 512 B read per row.
+extern "C" __global__ void flash_attn_bwd_delta(const float* dout, const float* out, float* delta, int n, int dim,
+                                                int heads, int rows) {
+    const attn::Heads hd{n, dim, flash::kD};
+    for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += blockDim.x * gridDim.x) {
+        const int i = r % n, h = (r / n) % heads, b = r / (n * heads);
+        const size_t off = hd.tok(b, i, h, 0);
+        float acc = 0.0f;
+        for (int j = 0; j < flash::kD; ++j) acc += dout[off + j] * out[off + j];
+        delta[r] = acc;
+    }
+}
+KDAD_KERNEL(flash_attn_bwd_delta)
+
+// Flash attention backward (FlashAttention-2): grid (ceil(N / 64) key blocks, B·H), 4 warps,
+// each owning 16 keys; the loop runs over 64-query blocks. With P recomputed from lse:
+//   Pᵀ = exp(scale·K·Qᵀ - lse), dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ - delta),
+//   dK += scale·dSᵀ·Q, dQ += scale·dS·K.
+// Keys are the accumulator rows, so Pᵀ and dSᵀ feed the next mma as A fragments directly;
+// dQ needs dS with queries as rows: dSᵀ goes through shared memory and ldmatrix .trans, and
+// the 16×64 partial dQ of every warp is added to global memory atomically (dq is zeroed
+// first). dqkv's k and v parts are written once at the end. Shared memory: Q, dO, K, V and
+// dSᵀ tiles (5 × 9 KB) + lse and delta of the query block. FLOPs: 10·N²·dh per head
+// (2.5× the forward), all on tensor cores.
+extern "C" __global__ void flash_attn_bwd(const float* dout, const float* qkv, const float* lse, const float* delta,
+                                          float* dqkv, int n, int dim, int heads, float scale) {
+    using flash::kD;
+    using flash::kRows;
+    using flash::kStride;
+    KDAD_DYN_SMEM;
+    __nv_bfloat16* sk = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+    __nv_bfloat16* sv = sk + kRows * kStride;
+    __nv_bfloat16* sq = sv + kRows * kStride;
+    __nv_bfloat16* sdo = sq + kRows * kStride;
+    __nv_bfloat16* sds = sdo + kRows * kStride;  // dSᵀ [keys][queries]
+    float* s_lse = reinterpret_cast<float*>(sds + kRows * kStride);
+    float* s_delta = s_lse + kRows;
+    const attn::Heads hd{n, dim, kD};
+    const int b = blockIdx.y / heads, h = blockIdx.y % heads, k0 = blockIdx.x * kRows;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+    const size_t row_stats = (static_cast<size_t>(b) * heads + h) * n;
+
+    flash::load_tile(sk, qkv, hd, b, h, 1, k0);
+    flash::load_tile(sv, qkv, hd, b, h, 2, k0);
+    __syncthreads();
+    uint32_t ka[kD / 16][4], va[kD / 16][4];
+    flash::a_frags(ka, sk, warp * 16, lane);
+    flash::a_frags(va, sv, warp * 16, lane);
+
+    const float sl2 = scale * 1.4426950408889634f;
+    float dk[kD / 8][4] = {}, dv[kD / 8][4] = {};
+    for (int q0 = 0; q0 < n; q0 += kRows) {
+        __syncthreads();  // the previous block's Q, dO and dSᵀ are consumed
+        flash::load_tile(sq, qkv, hd, b, h, 0, q0);
+        for (int e = threadIdx.x; e < kRows * (kD / 4); e += blockDim.x) {
+            const int r = e / (kD / 4), c = (e % (kD / 4)) * 4, s = q0 + r;
+            const float4 v = s < n ? *reinterpret_cast<const float4*>(dout + hd.tok(b, s, h, c))
+                                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(sdo + r * kStride + c);
+            d[0] = __floats2bfloat162_rn(v.x, v.y);
+            d[1] = __floats2bfloat162_rn(v.z, v.w);
+        }
+        for (int r = threadIdx.x; r < kRows; r += blockDim.x) {
+            const bool in = q0 + r < n;
+            // A query past the sequence gets P = 0 through lse = +inf.
+            s_lse[r] = in ? lse[row_stats + q0 + r] * 1.4426950408889634f : INFINITY;
+            s_delta[r] = in ? delta[row_stats + q0 + r] : 0.0f;
+        }
+        __syncthreads();
+
+        // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ, 8 tiles of 8 queries each; Q and dO rows are the B
+        // operands' columns (ldmatrix without .trans).
+        float p[kRows / 8][4], dp[kRows / 8][4];
+        for (int nt = 0; nt < kRows / 8; ++nt) {
+            for (int e = 0; e < 4; ++e) p[nt][e] = dp[nt][e] = 0.0f;
+            for (int ks = 0; ks < kD / 16; ks += 2) {
+                uint32_t qb[4], ob[4];
+                const int off = (nt * 8 + lane % 8) * kStride + ks * 16 + (lane / 8) * 8;
+                ldmatrix_x4(qb, sq + off);
+                ldmatrix_x4(ob, sdo + off);
+                mma_m16n8k16_bf16(p[nt], ka[ks], qb, p[nt]);
+                mma_m16n8k16_bf16(p[nt], ka[ks + 1], qb + 2, p[nt]);
+                mma_m16n8k16_bf16(dp[nt], va[ks], ob, dp[nt]);
+                mma_m16n8k16_bf16(dp[nt], va[ks + 1], ob + 2, dp[nt]);
+            }
+            // Element e: key row g + 8·(e / 2), query column nt·8 + 2t + (e % 2).
+            for (int e = 0; e < 4; ++e) {
+                const int qc = nt * 8 + 2 * t + (e & 1);
+                p[nt][e] = exp2f(p[nt][e] * sl2 - s_lse[qc]);
+                dp[nt][e] = p[nt][e] * (dp[nt][e] - s_delta[qc]);  // now dSᵀ
+            }
+        }
+
+        // dV += Pᵀ·dO and dK += dSᵀ·Q: the accumulators are A fragments, dO and Q feed B
+        // through ldmatrix .trans (queries × dims, row-major).
+        for (int kk = 0; kk < kRows / 16; ++kk) {
+            const uint32_t pa[4] = {flash::pack_bf16x2(p[2 * kk][0], p[2 * kk][1]),
+                                    flash::pack_bf16x2(p[2 * kk][2], p[2 * kk][3]),
+                                    flash::pack_bf16x2(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                                    flash::pack_bf16x2(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+            const uint32_t sa[4] = {flash::pack_bf16x2(dp[2 * kk][0], dp[2 * kk][1]),
+                                    flash::pack_bf16x2(dp[2 * kk][2], dp[2 * kk][3]),
+                                    flash::pack_bf16x2(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                                    flash::pack_bf16x2(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+            for (int dt = 0; dt < kD / 8; dt += 2) {
+                uint32_t ob[4], qb[4];
+                const int off = (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kStride + dt * 8 + (lane / 16) * 8;
+                ldmatrix_x4_trans(ob, sdo + off);
+                ldmatrix_x4_trans(qb, sq + off);
+                mma_m16n8k16_bf16(dv[dt], pa, ob, dv[dt]);
+                mma_m16n8k16_bf16(dv[dt + 1], pa, ob + 2, dv[dt + 1]);
+                mma_m16n8k16_bf16(dk[dt], sa, qb, dk[dt]);
+                mma_m16n8k16_bf16(dk[dt + 1], sa, qb + 2, dk[dt + 1]);
+            }
+        }
+
+        // dSᵀ to shared memory, then dQ = dS·K with each warp taking 16 queries: A = dS comes
+        // from dSᵀ through ldmatrix .trans, B = K (keys × dims) through .trans as well.
+        for (int nt = 0; nt < kRows / 8; ++nt) {
+            for (int r = 0; r < 2; ++r) {
+                const int key = warp * 16 + g + 8 * r, qc = nt * 8 + 2 * t;
+                *reinterpret_cast<__nv_bfloat162*>(sds + key * kStride + qc) =
+                    __floats2bfloat162_rn(dp[nt][2 * r], dp[nt][2 * r + 1]);
+            }
+        }
+        __syncthreads();
+        float dq[kD / 8][4] = {};
+        for (int kk = 0; kk < kRows / 16; ++kk) {
+            uint32_t da[4];
+            const int i = lane / 8;
+            ldmatrix_x4_trans(da, sds + (kk * 16 + lane % 8 + (i / 2) * 8) * kStride + warp * 16 + (i % 2) * 8);
+            for (int dt = 0; dt < kD / 8; dt += 2) {
+                uint32_t kb[4];
+                ldmatrix_x4_trans(kb, sk + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kStride + dt * 8 +
+                                          (lane / 16) * 8);
+                mma_m16n8k16_bf16(dq[dt], da, kb, dq[dt]);
+                mma_m16n8k16_bf16(dq[dt + 1], da, kb + 2, dq[dt + 1]);
+            }
+        }
+        for (int r = 0; r < 2; ++r) {
+            const int q = q0 + warp * 16 + g + 8 * r;
+            if (q >= n) continue;
+            for (int dt = 0; dt < kD / 8; ++dt) {
+                float* dst = dqkv + hd.qkv(b, q, 0, h, dt * 8 + 2 * t);
+                atomicAdd(dst, scale * dq[dt][2 * r]);
+                atomicAdd(dst + 1, scale * dq[dt][2 * r + 1]);
+            }
+        }
+    }
+
+    for (int r = 0; r < 2; ++r) {
+        const int key = k0 + warp * 16 + g + 8 * r;
+        if (key >= n) continue;
+        for (int dt = 0; dt < kD / 8; ++dt) {
+            float* dkp = dqkv + hd.qkv(b, key, 1, h, dt * 8 + 2 * t);
+            float* dvp = dqkv + hd.qkv(b, key, 2, h, dt * 8 + 2 * t);
+            dkp[0] = scale * dk[dt][2 * r];
+            dkp[1] = scale * dk[dt][2 * r + 1];
+            dvp[0] = dv[dt][2 * r];
+            dvp[1] = dv[dt][2 * r + 1];
+        }
+    }
+}
+KDAD_KERNEL(flash_attn_bwd)

@@ -710,3 +710,40 @@ fn linear_attention_fwd_bwd() {
         .unwrap();
     check(&p, "linear attention dqkv", &dqkv, REDUCE);
 }
+
+/// The backward recomputes P from bf16 q, k (exact products, f32 sums) and rounds P, dO and
+/// dS to bf16 before its tensor-core products: two roundings of 2^-9 each on sums of O(1)
+/// terms whose results are below 1 here, so ~2^-8 = 4e-3 (measured: up to 1.1e-3).
+const ATTN_BWD: Tol = Tol {
+    atol: 4e-3,
+    rtol: 4e-3,
+};
+
+#[test]
+fn flash_attention_bwd_masks_any_length() {
+    for (seed, n) in [(22u64, 13usize), (23, 77)] {
+        let mut p = Pair::new(seed);
+        let (heads, dim) = (2, 128);
+        let qkv = p.rng.tensor([2, n, 3 * dim], -1.0, 1.0).round_bf16();
+        let dout = p.rng.tensor([2, n, dim], -1.0, 1.0).round_bf16();
+        let (qkv, dout) = (p.from_host(&qkv), p.from_host(&dout));
+        let (mut out, mut lse) = (
+            p.cpu.zeros(&[2, n, dim]).unwrap(),
+            p.cpu.zeros(&[2, heads, n]).unwrap(),
+        );
+        p.cpu
+            .attention_fwd(&qkv.c, heads, 0.125, &mut out, &mut lse)
+            .unwrap();
+        // Both sides get the reference's out and lse.
+        let out = p.from_host(&p.cpu.download(&out).unwrap());
+        let lse = p.from_host(&p.cpu.download(&lse).unwrap());
+        let mut dqkv = p.out(&[2, n, 3 * dim]);
+        p.cpu
+            .attention_bwd(&dout.c, &qkv.c, &out.c, &lse.c, heads, 0.125, &mut dqkv.c)
+            .unwrap();
+        p.gpu
+            .attention_bwd(&dout.g, &qkv.g, &out.g, &lse.g, heads, 0.125, &mut dqkv.g)
+            .unwrap();
+        check(&p, &format!("attention dqkv n={n}"), &dqkv, ATTN_BWD);
+    }
+}

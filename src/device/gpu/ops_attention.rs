@@ -2,7 +2,7 @@
 //! Dinomaly's linear attention.
 
 use super::backend::{p, T};
-use super::launch::{f32, int};
+use super::launch::{f32, int, ptr};
 use super::{GpuBackend, LaunchCfg, Launcher};
 use crate::device::check::{self, AttnDims};
 use crate::error::{Error, Result};
@@ -72,15 +72,36 @@ impl<L: Launcher> GpuBackend<L> {
         out: &T<L>,
         lse: &T<L>,
         heads: usize,
-        _scale: f32,
+        scale: f32,
         dqkv: &mut T<L>,
     ) -> Result<()> {
+        const OP: &str = "attention_bwd";
         let s = check::attention_bwd(dout, qkv, out, lse, heads, dqkv)?;
-        flash_only_64("attention_bwd", &s)?;
-        Err(Error::Unavailable {
-            backend: "gpu",
-            reason: "attention_bwd has no GPU kernel yet".into(),
-        })
+        if s.n == 0 || s.batch == 0 {
+            return Ok(());
+        }
+        flash_only_64(OP, &s)?;
+        // dq is accumulated atomically by every key block.
+        self.launcher
+            .memset(dqkv.storage().ptr(), 0, dqkv.numel() * 4)?;
+        let rows = s.batch * s.heads * s.n;
+        let delta = self.scratch.get(&self.launcher, rows * 4)?;
+        let mut args = vec![p(dout), p(out), ptr(delta.ptr())];
+        args.extend(dims_args(OP, &s)?);
+        self.launch_1d("flash_attn_bwd_delta", rows, &args)?;
+        let cfg = LaunchCfg {
+            grid: (
+                s.n.div_ceil(FLASH_ROWS) as u32,
+                (s.batch * s.heads) as u32,
+                1,
+            ),
+            block: (128, 1, 1),
+            smem: (5 * FLASH_ROWS * FLASH_STRIDE * 2 + 2 * FLASH_ROWS * 4) as u32,
+        };
+        let mut args = vec![p(dout), p(qkv), p(lse), ptr(delta.ptr()), p(dqkv)];
+        args.extend(dims_args(OP, &s)?);
+        args.push(f32(scale));
+        self.launch("flash_attn_bwd", cfg, &args)
     }
 
     pub(super) fn linear_attn_fwd(
