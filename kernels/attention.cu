@@ -1,7 +1,8 @@
 // Attention over packed qkv [B, N, 3·D] (q, k, v each [H, dh] per token, the timm layout).
 //
 // Softmax attention (flash attention, FlashAttention-2 style, bf16 tensor cores, f32
-// accumulation; head dim 64 only):
+// accumulation; head dims up to 64: a smaller head is zero-padded to 64 in shared memory,
+// which leaves q·k and the stored outputs unchanged):
 //   flash_attn_fwd        grid (ceil(N / 64), B·H), 4 warps; each warp owns 16 query rows.
 //                         Q (64×64) is converted to bf16 into shared memory once; for every
 //                         64-key block K and V are, S = Q·Kᵀ and O += P·V run as
@@ -198,7 +199,7 @@ KDAD_KERNEL(linear_attn_bwd)
 
 namespace flash {
 
-constexpr int kD = 64;           // head dim
+constexpr int kD = 64;           // head dim of the tiles (the real one, hd.dh, is <= kD)
 constexpr int kRows = 64;        // query rows per block (16 per warp) and keys per step
 constexpr int kStride = kD + 8;  // bf16 per shared-memory row: 144-byte rows keep ldmatrix's
                                  // 16-byte alignment and put the 8 rows of a matrix in
@@ -211,18 +212,32 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     return u;
 }
 
-// Rows [row0, row0 + 64) of q, k or v (which = 0, 1, 2) of head (b, h), rounded to bf16, into
-// dst [64][kStride]; rows past the sequence are zero.
+// Rows [row0, row0 + 64) of a [n, dh] operand whose element (s, c) is src[idx(s, c)], rounded
+// to bf16 into dst [64][kStride]; rows past the sequence and columns past dh are zero.
+// float4 loads when dh % 4 == 0 (every row then starts 16-byte aligned, as dim = heads·dh).
+template <class Index>
+__device__ __forceinline__ void load_rows(__nv_bfloat16* dst, const float* src, int n, int dh, int row0, Index idx) {
+    if ((dh & 3) == 0) {
+        for (int e = threadIdx.x; e < kRows * (kD / 4); e += blockDim.x) {
+            const int r = e / (kD / 4), c = (e % (kD / 4)) * 4, s = row0 + r;
+            const float4 v = s < n && c < dh ? *reinterpret_cast<const float4*>(src + idx(s, c))
+                                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(dst + r * kStride + c);
+            d[0] = __floats2bfloat162_rn(v.x, v.y);
+            d[1] = __floats2bfloat162_rn(v.z, v.w);
+        }
+    } else {
+        for (int e = threadIdx.x; e < kRows * kD; e += blockDim.x) {
+            const int r = e / kD, c = e % kD, s = row0 + r;
+            dst[r * kStride + c] = __float2bfloat16(s < n && c < dh ? src[idx(s, c)] : 0.0f);
+        }
+    }
+}
+
+// Rows of q, k or v (which = 0, 1, 2) of head (b, h).
 __device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const float* qkv, const attn::Heads& hd, int b, int h,
                                           int which, int row0) {
-    for (int e = threadIdx.x; e < kRows * (kD / 4); e += blockDim.x) {
-        const int r = e / (kD / 4), c = (e % (kD / 4)) * 4, s = row0 + r;
-        const float4 v = s < hd.n ? *reinterpret_cast<const float4*>(qkv + hd.qkv(b, s, which, h, c))
-                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(dst + r * kStride + c);
-        d[0] = __floats2bfloat162_rn(v.x, v.y);
-        d[1] = __floats2bfloat162_rn(v.z, v.w);
-    }
+    load_rows(dst, qkv, hd.n, hd.dh, row0, [&](int s, int c) { return hd.qkv(b, s, which, h, c); });
 }
 
 // The A fragments (16 rows × 64) of rows [r0, r0 + 16) of a [64][kStride] tile, one per
@@ -253,7 +268,7 @@ extern "C" __global__ void flash_attn_fwd(const float* qkv, float* out, float* l
     __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);
     __nv_bfloat16* sk = sq + kRows * kStride;
     __nv_bfloat16* sv = sk + kRows * kStride;
-    const attn::Heads hd{n, dim, kD};
+    const attn::Heads hd{n, dim, dim / heads};
     const int b = blockIdx.y / heads, h = blockIdx.y % heads, q0 = blockIdx.x * kRows;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 
@@ -337,9 +352,10 @@ extern "C" __global__ void flash_attn_fwd(const float* qkv, float* out, float* l
         if (row >= n) continue;
         const float inv = 1.0f / l_run[r];
         for (int dt = 0; dt < kD / 8; ++dt) {
-            float* dst = out + hd.tok(b, row, h, dt * 8 + 2 * t);
-            dst[0] = o[dt][2 * r] * inv;
-            dst[1] = o[dt][2 * r + 1] * inv;
+            for (int e = 0; e < 2; ++e) {
+                const int c = dt * 8 + 2 * t + e;
+                if (c < hd.dh) out[hd.tok(b, row, h, c)] = o[dt][2 * r + e] * inv;
+            }
         }
         // Natural log: ln Σ e^(scale·s) = (m + log2 l)·ln 2 in the log2 domain.
         if (t == 0) lse[(static_cast<size_t>(b) * heads + h) * n + row] = (m_run[r] + log2f(l_run[r])) * 0.6931471805599453f;
@@ -351,12 +367,12 @@ KDAD_KERNEL(flash_attn_fwd)
 // one thread per (b, h, i), grid-stride; 512 B read per row.
 extern "C" __global__ void flash_attn_bwd_delta(const float* dout, const float* out, float* delta, int n, int dim,
                                                 int heads, int rows) {
-    const attn::Heads hd{n, dim, flash::kD};
+    const attn::Heads hd{n, dim, dim / heads};
     for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += blockDim.x * gridDim.x) {
         const int i = r % n, h = (r / n) % heads, b = r / (n * heads);
         const size_t off = hd.tok(b, i, h, 0);
         float acc = 0.0f;
-        for (int j = 0; j < flash::kD; ++j) acc += dout[off + j] * out[off + j];
+        for (int j = 0; j < hd.dh; ++j) acc += dout[off + j] * out[off + j];
         delta[r] = acc;
     }
 }
@@ -385,7 +401,7 @@ extern "C" __global__ void flash_attn_bwd(const float* dout, const float* qkv, c
     __nv_bfloat16* sds = sdo + kRows * kStride;  // dSᵀ [keys][queries]
     float* s_lse = reinterpret_cast<float*>(sds + kRows * kStride);
     float* s_delta = s_lse + kRows;
-    const attn::Heads hd{n, dim, kD};
+    const attn::Heads hd{n, dim, dim / heads};
     const int b = blockIdx.y / heads, h = blockIdx.y % heads, k0 = blockIdx.x * kRows;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
     const size_t row_stats = (static_cast<size_t>(b) * heads + h) * n;
@@ -402,14 +418,7 @@ extern "C" __global__ void flash_attn_bwd(const float* dout, const float* qkv, c
     for (int q0 = 0; q0 < n; q0 += kRows) {
         __syncthreads();  // the previous block's Q, dO and dSᵀ are consumed
         flash::load_tile(sq, qkv, hd, b, h, 0, q0);
-        for (int e = threadIdx.x; e < kRows * (kD / 4); e += blockDim.x) {
-            const int r = e / (kD / 4), c = (e % (kD / 4)) * 4, s = q0 + r;
-            const float4 v = s < n ? *reinterpret_cast<const float4*>(dout + hd.tok(b, s, h, c))
-                                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(sdo + r * kStride + c);
-            d[0] = __floats2bfloat162_rn(v.x, v.y);
-            d[1] = __floats2bfloat162_rn(v.z, v.w);
-        }
+        flash::load_rows(sdo, dout, n, hd.dh, q0, [&](int s, int c) { return hd.tok(b, s, h, c); });
         for (int r = threadIdx.x; r < kRows; r += blockDim.x) {
             const bool in = q0 + r < n;
             // A query past the sequence gets P = 0 through lse = +inf.
@@ -491,9 +500,10 @@ extern "C" __global__ void flash_attn_bwd(const float* dout, const float* qkv, c
             const int q = q0 + warp * 16 + g + 8 * r;
             if (q >= n) continue;
             for (int dt = 0; dt < kD / 8; ++dt) {
-                float* dst = dqkv + hd.qkv(b, q, 0, h, dt * 8 + 2 * t);
-                atomicAdd(dst, scale * dq[dt][2 * r]);
-                atomicAdd(dst + 1, scale * dq[dt][2 * r + 1]);
+                for (int e = 0; e < 2; ++e) {
+                    const int c = dt * 8 + 2 * t + e;
+                    if (c < hd.dh) atomicAdd(dqkv + hd.qkv(b, q, 0, h, c), scale * dq[dt][2 * r + e]);
+                }
             }
         }
     }
@@ -502,12 +512,12 @@ extern "C" __global__ void flash_attn_bwd(const float* dout, const float* qkv, c
         const int key = k0 + warp * 16 + g + 8 * r;
         if (key >= n) continue;
         for (int dt = 0; dt < kD / 8; ++dt) {
-            float* dkp = dqkv + hd.qkv(b, key, 1, h, dt * 8 + 2 * t);
-            float* dvp = dqkv + hd.qkv(b, key, 2, h, dt * 8 + 2 * t);
-            dkp[0] = scale * dk[dt][2 * r];
-            dkp[1] = scale * dk[dt][2 * r + 1];
-            dvp[0] = dv[dt][2 * r];
-            dvp[1] = dv[dt][2 * r + 1];
+            for (int e = 0; e < 2; ++e) {
+                const int c = dt * 8 + 2 * t + e;
+                if (c >= hd.dh) continue;
+                dqkv[hd.qkv(b, key, 1, h, c)] = scale * dk[dt][2 * r + e];
+                dqkv[hd.qkv(b, key, 2, h, c)] = dv[dt][2 * r + e];
+            }
         }
     }
 }

@@ -7,7 +7,8 @@ use super::{GpuBackend, LaunchCfg, Launcher};
 use crate::device::check::{self, AttnDims};
 use crate::error::{Error, Result};
 
-/// The head dimension the flash-attention kernels are written for (ViT-S/B/L all use 64).
+/// The largest head dimension of the flash-attention kernels' tiles (ViT-S/B/L all use 64;
+/// smaller heads are zero-padded).
 const FLASH_HEAD_DIM: usize = 64;
 /// Query rows per block (16 per warp) and keys per step of the flash kernels.
 const FLASH_ROWS: usize = 64;
@@ -16,12 +17,12 @@ const FLASH_STRIDE: usize = FLASH_HEAD_DIM + 8;
 /// Threads of the linear-attention kernels: 8 warps, one token per warp at a time.
 const LINEAR_THREADS: u32 = 256;
 
-fn flash_only_64(op: &str, s: &AttnDims) -> Result<()> {
-    if s.head_dim != FLASH_HEAD_DIM {
+fn flash_head_dim_fits(op: &str, s: &AttnDims) -> Result<()> {
+    if s.head_dim > FLASH_HEAD_DIM {
         return Err(Error::Unavailable {
             backend: "gpu",
             reason: format!(
-                "{op}: the flash-attention kernels need head dim {FLASH_HEAD_DIM}, got {}",
+                "{op}: the flash-attention kernels take head dims up to {FLASH_HEAD_DIM}, got {}",
                 s.head_dim
             ),
         });
@@ -48,7 +49,7 @@ impl<L: Launcher> GpuBackend<L> {
         if s.n == 0 || s.batch == 0 {
             return Ok(());
         }
-        flash_only_64(OP, &s)?;
+        flash_head_dim_fits(OP, &s)?;
         let cfg = LaunchCfg {
             grid: (
                 s.n.div_ceil(FLASH_ROWS) as u32,
@@ -80,7 +81,7 @@ impl<L: Launcher> GpuBackend<L> {
         if s.n == 0 || s.batch == 0 {
             return Ok(());
         }
-        flash_only_64(OP, &s)?;
+        flash_head_dim_fits(OP, &s)?;
         // dq is accumulated atomically by every key block.
         self.launcher
             .memset(dqkv.storage().ptr(), 0, dqkv.numel() * 4)?;
