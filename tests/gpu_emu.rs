@@ -747,3 +747,41 @@ fn flash_attention_bwd_masks_any_length() {
         check(&p, &format!("attention dqkv n={n}"), &dqkv, ATTN_BWD);
     }
 }
+
+/// A pre-norm attention block, `out = x + gamma ⊙ proj(attention(qkv(layernorm(x))))`, run
+/// op by op on both backends from the same inputs. Unlike the per-op tests, the GPU side
+/// gets unrounded inputs: its bf16 roundings (both GEMMs' operands, attention's q, k, v and P)
+/// accumulate along the chain, each ~2^-9 relative, so the block output is compared with
+/// 1e-2 of its largest magnitude.
+#[test]
+fn tiny_attention_block_forward_chain() {
+    let mut p = Pair::new(24);
+    let (b, n, d, heads) = (2, 29, 128, 2);
+    let x = p.rand(&[b, n, d]);
+    let (lw, lb) = (p.rand_in(&[d], 0.5, 1.5), p.rand_in(&[d], -0.1, 0.1));
+    let (wqkv, bqkv) = (p.rand_in(&[3 * d, d], -0.1, 0.1), p.rand_in(&[3 * d], -0.1, 0.1));
+    let (wproj, bproj) = (p.rand_in(&[d, d], -0.1, 0.1), p.rand_in(&[d], -0.1, 0.1));
+    let gamma = p.rand_in(&[d], 0.5, 1.0);
+    let mut h = p.out(&[b, n, d]);
+    let (mut mean, mut rstd) = (p.out(&[b, n]), p.out(&[b, n]));
+    let mut qkv = p.out(&[b, n, 3 * d]);
+    let (mut att, mut lse) = (p.out(&[b, n, d]), p.out(&[b, heads, n]));
+    let mut proj = p.out(&[b, n, d]);
+    let mut out = p.out(&[b, n, d]);
+    let scale = 1.0 / ((d / heads) as f32).sqrt();
+    macro_rules! block {
+        ($be:expr, $f:ident) => {{
+            let be = $be;
+            be.layernorm_fwd(&x.$f, &lw.$f, &lb.$f, 1e-6, &mut h.$f, &mut mean.$f, &mut rstd.$f).unwrap();
+            be.matmul(&h.$f, &wqkv.$f, Some(&bqkv.$f), &mut qkv.$f, Layout::NT, false).unwrap();
+            be.attention_fwd(&qkv.$f, heads, scale, &mut att.$f, &mut lse.$f).unwrap();
+            be.matmul(&att.$f, &wproj.$f, Some(&bproj.$f), &mut proj.$f, Layout::NT, false).unwrap();
+            be.residual_fwd(&x.$f, &proj.$f, Some(&gamma.$f), &mut out.$f).unwrap();
+        }};
+    }
+    block!(&p.cpu, c);
+    block!(&p.gpu, g);
+    let want = p.cpu.download(&out.c).unwrap();
+    let peak = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    check(&p, "block output", &out, Tol { atol: 1e-2 * peak, rtol: 0.0 });
+}
