@@ -59,7 +59,7 @@ impl Pair {
             rng: Rng::new(seed),
         }
     }
-    fn from_host(&self, h: &HostTensor) -> Both {
+    fn upload(&self, h: &HostTensor) -> Both {
         Both {
             c: self.cpu.upload(h).unwrap(),
             g: self.gpu.upload(h).unwrap(),
@@ -68,11 +68,11 @@ impl Pair {
     /// Uniform in [-1, 1).
     fn rand(&mut self, dims: &[usize]) -> Both {
         let h = self.rng.tensor(dims, -1.0, 1.0);
-        self.from_host(&h)
+        self.upload(&h)
     }
     fn rand_in(&mut self, dims: &[usize], lo: f32, hi: f32) -> Both {
         let h = self.rng.tensor(dims, lo, hi);
-        self.from_host(&h)
+        self.upload(&h)
     }
     /// A written output: NaN on the GPU side, so unwritten elements fail.
     fn out(&self, dims: &[usize]) -> Both {
@@ -155,7 +155,7 @@ fn gemm_case(
 ) {
     let a = p.rng.tensor(a_dims, -1.0, 1.0).round_bf16();
     let b = p.rng.tensor(b_dims, -1.0, 1.0).round_bf16();
-    let (a, b) = (p.from_host(&a), p.from_host(&b));
+    let (a, b) = (p.upload(&a), p.upload(&b));
     let n = out_dims[out_dims.len() - 1];
     let bias = bias.then(|| p.rand(&[n]));
     let mut out = if acc {
@@ -288,7 +288,7 @@ fn layernorm_fwd_bwd() {
             // The same saved statistics on both sides (the CPU's), so only the backward differs.
             let mean_h = p.cpu.download(&mean.c).unwrap();
             let rstd_h = p.cpu.download(&rstd.c).unwrap();
-            let (m, r) = (p.from_host(&mean_h), p.from_host(&rstd_h));
+            let (m, r) = (p.upload(&mean_h), p.upload(&rstd_h));
             p.cpu
                 .layernorm_bwd(
                     &dy.c, &x.c, &w.c, &m.c, &r.c, &mut dx.c, &mut dw.c, &mut db.c, acc,
@@ -531,7 +531,7 @@ fn global_cosine_with_hard_mining() {
     // selection sees identical values and only the kernels are compared.
     let pd_h = p.cpu.download(&pd.c).unwrap();
     let stats_h = p.cpu.download(&stats.c).unwrap();
-    let (pd, stats) = (p.from_host(&pd_h), p.from_host(&stats_h));
+    let (pd, stats) = (p.upload(&pd_h), p.upload(&stats_h));
     for hard in [0.0f32, 0.37, 0.9, 1.0] {
         let mut db = p.out(&[3, 29, 21]);
         p.cpu
@@ -635,7 +635,7 @@ fn resize_blur_topk() {
     h.data
         .iter_mut()
         .for_each(|v| *v = (*v * 8.0).round() / 8.0);
-    let t = p.from_host(&h);
+    let t = p.upload(&h);
     for k in [1usize, 17, 300, 301] {
         let mut out = p.out(&[7]);
         p.cpu.topk_mean(&t.c, k, &mut out.c).unwrap();
@@ -673,7 +673,7 @@ fn flash_attention_fwd_masks_any_length() {
         let mut p = Pair::new(seed);
         let (heads, dim) = (2, 128);
         let qkv = p.rng.tensor([2, n, 3 * dim], -1.0, 1.0).round_bf16();
-        let qkv = p.from_host(&qkv);
+        let qkv = p.upload(&qkv);
         let (mut out, mut lse) = (p.out(&[2, n, dim]), p.out(&[2, heads, n]));
         p.cpu
             .attention_fwd(&qkv.c, heads, 0.125, &mut out.c, &mut lse.c)
@@ -726,7 +726,7 @@ fn flash_attention_bwd_masks_any_length() {
         let (heads, dim) = (2, 128);
         let qkv = p.rng.tensor([2, n, 3 * dim], -1.0, 1.0).round_bf16();
         let dout = p.rng.tensor([2, n, dim], -1.0, 1.0).round_bf16();
-        let (qkv, dout) = (p.from_host(&qkv), p.from_host(&dout));
+        let (qkv, dout) = (p.upload(&qkv), p.upload(&dout));
         let (mut out, mut lse) = (
             p.cpu.zeros(&[2, n, dim]).unwrap(),
             p.cpu.zeros(&[2, heads, n]).unwrap(),
@@ -735,8 +735,8 @@ fn flash_attention_bwd_masks_any_length() {
             .attention_fwd(&qkv.c, heads, 0.125, &mut out, &mut lse)
             .unwrap();
         // Both sides get the reference's out and lse.
-        let out = p.from_host(&p.cpu.download(&out).unwrap());
-        let lse = p.from_host(&p.cpu.download(&lse).unwrap());
+        let out = p.upload(&p.cpu.download(&out).unwrap());
+        let lse = p.upload(&p.cpu.download(&lse).unwrap());
         let mut dqkv = p.out(&[2, n, 3 * dim]);
         p.cpu
             .attention_bwd(&dout.c, &qkv.c, &out.c, &lse.c, heads, 0.125, &mut dqkv.c)
@@ -759,7 +759,10 @@ fn tiny_attention_block_forward_chain() {
     let (b, n, d, heads) = (2, 29, 128, 2);
     let x = p.rand(&[b, n, d]);
     let (lw, lb) = (p.rand_in(&[d], 0.5, 1.5), p.rand_in(&[d], -0.1, 0.1));
-    let (wqkv, bqkv) = (p.rand_in(&[3 * d, d], -0.1, 0.1), p.rand_in(&[3 * d], -0.1, 0.1));
+    let (wqkv, bqkv) = (
+        p.rand_in(&[3 * d, d], -0.1, 0.1),
+        p.rand_in(&[3 * d], -0.1, 0.1),
+    );
     let (wproj, bproj) = (p.rand_in(&[d, d], -0.1, 0.1), p.rand_in(&[d], -0.1, 0.1));
     let gamma = p.rand_in(&[d], 0.5, 1.0);
     let mut h = p.out(&[b, n, d]);
@@ -772,16 +775,51 @@ fn tiny_attention_block_forward_chain() {
     macro_rules! block {
         ($be:expr, $f:ident) => {{
             let be = $be;
-            be.layernorm_fwd(&x.$f, &lw.$f, &lb.$f, 1e-6, &mut h.$f, &mut mean.$f, &mut rstd.$f).unwrap();
-            be.matmul(&h.$f, &wqkv.$f, Some(&bqkv.$f), &mut qkv.$f, Layout::NT, false).unwrap();
-            be.attention_fwd(&qkv.$f, heads, scale, &mut att.$f, &mut lse.$f).unwrap();
-            be.matmul(&att.$f, &wproj.$f, Some(&bproj.$f), &mut proj.$f, Layout::NT, false).unwrap();
-            be.residual_fwd(&x.$f, &proj.$f, Some(&gamma.$f), &mut out.$f).unwrap();
+            be.layernorm_fwd(
+                &x.$f,
+                &lw.$f,
+                &lb.$f,
+                1e-6,
+                &mut h.$f,
+                &mut mean.$f,
+                &mut rstd.$f,
+            )
+            .unwrap();
+            be.matmul(
+                &h.$f,
+                &wqkv.$f,
+                Some(&bqkv.$f),
+                &mut qkv.$f,
+                Layout::NT,
+                false,
+            )
+            .unwrap();
+            be.attention_fwd(&qkv.$f, heads, scale, &mut att.$f, &mut lse.$f)
+                .unwrap();
+            be.matmul(
+                &att.$f,
+                &wproj.$f,
+                Some(&bproj.$f),
+                &mut proj.$f,
+                Layout::NT,
+                false,
+            )
+            .unwrap();
+            be.residual_fwd(&x.$f, &proj.$f, Some(&gamma.$f), &mut out.$f)
+                .unwrap();
         }};
     }
     block!(&p.cpu, c);
     block!(&p.gpu, g);
     let want = p.cpu.download(&out.c).unwrap();
     let peak = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    check(&p, "block output", &out, Tol { atol: 1e-2 * peak, rtol: 0.0 });
+    check(
+        &p,
+        "block output",
+        &out,
+        Tol {
+            atol: 1e-2 * peak,
+            rtol: 0.0,
+        },
+    );
 }
