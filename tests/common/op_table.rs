@@ -1413,13 +1413,7 @@ pub fn trait_methods(source: &str) -> Vec<String> {
     body[..end]
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("fn "))
-        .map(|rest| {
-            rest.split(['(', '<'])
-                .next()
-                .unwrap()
-                .trim()
-                .to_string()
-        })
+        .map(|rest| rest.split(['(', '<']).next().unwrap().trim().to_string())
         .collect()
 }
 
