@@ -408,6 +408,33 @@ fn block_reductions() {
 }
 
 #[test]
+fn syncthreads_count_and_or() {
+    let n = 96usize;
+    for (n_true, one) in [(96, 5), (95, -1)] {
+        let out = Buf::new(&vec![-1i32; 4 * n]);
+        let (mut po, mut nt, mut o) = (out.ptr, n_true, one);
+        let mut args = [arg(&mut po), arg(&mut nt), arg(&mut o)];
+        launch(
+            "emu_selftest_sync_count",
+            (1, 1, 1),
+            (n as u32, 1, 1),
+            0,
+            &mut args,
+        )
+        .unwrap();
+        let got = out.read();
+        for t in 0..n {
+            let want = [32, (n_true == 96) as i32, (one >= 0) as i32, 48];
+            assert_eq!(
+                got[4 * t..4 * t + 4],
+                want,
+                "thread {t}, n_true {n_true}, one {one}"
+            );
+        }
+    }
+}
+
+#[test]
 fn atomics_across_blocks_on_two_os_threads() {
     unsafe { kdad_emu_set_threads(2) };
     let (blocks, threads) = (64u32, 128u32);
