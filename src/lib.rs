@@ -4,5 +4,6 @@
 pub mod device;
 pub mod error;
 pub mod tensor;
+pub mod vit;
 
 pub use error::{Error, Result};
