@@ -1,8 +1,10 @@
 //! kdad: visual anomaly detection by knowledge distillation from a frozen DINOv2 ViT teacher,
 //! on a CPU backend (the numerical reference) and hand-written CUDA kernels.
 
+pub mod cli;
 pub mod device;
 pub mod error;
+pub mod info;
 pub mod tensor;
 pub mod vit;
 

@@ -1,3 +1,9 @@
+use clap::Parser;
+
 fn main() {
-    println!("kdad {}", env!("CARGO_PKG_VERSION"));
+    let cli = kdad::cli::Cli::parse();
+    if let Err(e) = kdad::cli::run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }
