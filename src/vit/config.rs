@@ -35,7 +35,7 @@ impl BlockConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.dim == 0 || self.heads == 0 || self.dim % self.heads != 0 {
+        if self.dim == 0 || self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
             return Err(Error::Invalid(format!(
                 "block config: width {} must be a positive multiple of the head count {}",
                 self.dim, self.heads
@@ -46,7 +46,7 @@ impl BlockConfig {
                 "block config: the MLP hidden width must be positive".into(),
             ));
         }
-        if !(self.ln_eps > 0.0) {
+        if self.ln_eps.is_nan() || self.ln_eps <= 0.0 {
             return Err(Error::Invalid(format!(
                 "block config: LayerNorm eps must be positive, got {}",
                 self.ln_eps
@@ -222,7 +222,7 @@ impl VitConfig {
 
     /// Patch grid `(gh, gw)` of an `h×w` image, or an error naming the size and the patch.
     pub fn grid(&self, h: usize, w: usize) -> Result<(usize, usize)> {
-        if h == 0 || w == 0 || h % self.patch != 0 || w % self.patch != 0 {
+        if h == 0 || w == 0 || !h.is_multiple_of(self.patch) || !w.is_multiple_of(self.patch) {
             return Err(Error::Invalid(format!(
                 "image size {h}x{w} is not a positive multiple of the patch size {}",
                 self.patch

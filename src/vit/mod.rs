@@ -57,5 +57,5 @@ mod tests;
 
 pub use block::{block_backward, block_forward, BlockActs, BlockScratch};
 pub use config::{Attn, BlockConfig, PosInterp, VitConfig};
-pub use model::{ForwardSpec, OutputGrads, Vit, VitOutput};
+pub use model::{ForwardSpec, OutputGrads, ParamGrad, Vit, VitOutput};
 pub use params::{BlockGrads, BlockParams, Init, VitGrads, VitParams};

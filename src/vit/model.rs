@@ -196,6 +196,9 @@ pub(super) fn input_slot(slots: &[usize], i: usize) -> usize {
     }
 }
 
+/// `(name, parameter, its gradient)`, as an optimiser step takes them.
+pub type ParamGrad<'a, B> = (String, &'a mut Tensor<B>, &'a Tensor<B>);
+
 /// A DINOv2-style ViT on a backend: a frozen teacher (no gradients, activations shared
 /// between blocks) or a trainable student (gradients, every block's activations kept).
 pub struct Vit<B: Backend> {
@@ -265,7 +268,7 @@ impl<B: Backend> Vit<B> {
         Ok(self.grads.as_mut().ok_or_else(frozen_err)?.named_mut())
     }
     /// `(name, parameter, its gradient)` for an optimiser step.
-    pub fn params_and_grads_mut(&mut self) -> Result<Vec<(String, &mut Tensor<B>, &Tensor<B>)>> {
+    pub fn params_and_grads_mut(&mut self) -> Result<Vec<ParamGrad<'_, B>>> {
         let grads = self.grads.as_ref().ok_or_else(frozen_err)?;
         self.pos_stale = true;
         Ok(self

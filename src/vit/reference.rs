@@ -198,7 +198,7 @@ pub fn vit(
         })
         .collect();
     for j in 0..np {
-        table.extend((0..d).map(|ch| grid[ch][j]));
+        table.extend(grid.iter().map(|plane| plane[j]));
     }
     let mut out = Outputs {
         taps: vec![vec![]; taps.len()],
