@@ -1,9 +1,8 @@
 //! Hyper-parameters of a ViT block and of a whole DINOv2-style ViT, the presets S/B/L with
 //! patch 14, and the exact FLOP count of a forward (for benchmarks and reports).
 
+use super::weights::{VitShape, PATCH};
 use crate::error::{Error, Result};
-use crate::tensor::HostTensor;
-use std::collections::HashMap;
 
 /// The token mixer of a block.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -145,60 +144,19 @@ impl VitConfig {
         self
     }
 
-    /// Read the architecture off a tensor map in canonical names (see `vit::params`). Head
-    /// count and the position-embedding convention are not stored in weights: `heads` is
-    /// given, or `dim / 64` (every DINOv2 model has 64-wide heads); the other settings are
-    /// DINOv2's (eps 1e-6, Meta's interpolation), so override them where a source differs.
-    pub fn from_tensors(map: &HashMap<String, HostTensor>, heads: Option<usize>) -> Result<Self> {
-        let get = |name: &str| {
-            map.get(name).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "cannot infer the ViT architecture: tensor `{name}` is missing"
-                ))
-            })
-        };
-        let w = get("patch_embed.proj.weight")?;
-        let [dim, in_chans, patch, patch2] = match w.dims() {
-            &[a, b, c, d] => [a, b, c, d],
-            d => {
-                return Err(Error::Invalid(format!(
-                    "patch_embed.proj.weight is {d:?}, expected [D, C, p, p]"
-                )))
-            }
-        };
-        if patch != patch2 {
-            return Err(Error::Invalid(format!(
-                "patch_embed.proj.weight has a non-square {patch}x{patch2} patch"
-            )));
+    /// The config of weights the loader checked (`weights::load_safetensors`). Weights do not
+    /// record the head count (`weights::standard_heads` knows the published models') nor
+    /// the position-interpolation convention, which is DINOv2's (Meta's) unless overridden;
+    /// LayerNorm eps is DINOv2's 1e-6.
+    pub fn from_shape(s: &VitShape, heads: usize) -> Self {
+        VitConfig {
+            mlp_hidden: s.mlp_hidden,
+            patch: PATCH,
+            registers: s.registers,
+            layerscale: s.layerscale,
+            pos_grid: s.grid,
+            ..Self::dinov2(s.dim, s.depth, heads)
         }
-        let depth = (0..)
-            .take_while(|i| map.contains_key(&format!("blocks.{i}.norm1.weight")))
-            .count();
-        let mlp_hidden = get("blocks.0.mlp.fc1.bias")?.numel();
-        let registers = map
-            .get("register_tokens")
-            .map_or(0, |t| t.numel() / dim.max(1));
-        let layerscale = map.contains_key("blocks.0.ls1.gamma");
-        let pos_tokens = get("pos_embed")?.numel() / dim.max(1);
-        let pos_grid = (pos_tokens.saturating_sub(1) as f64).sqrt().round() as usize;
-        if pos_grid * pos_grid + 1 != pos_tokens {
-            return Err(Error::Invalid(format!(
-                "pos_embed holds {pos_tokens} positions, which is not 1 + a square grid"
-            )));
-        }
-        let cfg = VitConfig {
-            heads: heads.unwrap_or(dim / 64),
-            depth,
-            mlp_hidden,
-            patch,
-            in_chans,
-            registers,
-            layerscale,
-            pos_grid,
-            ..Self::dinov2(dim, depth, 1)
-        };
-        cfg.validate()?;
-        Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<()> {

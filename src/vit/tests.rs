@@ -418,7 +418,6 @@ fn loading_names_every_missing_unexpected_and_misshaped_tensor() {
         .unwrap()
         .to_host(&be, &cfg)
         .unwrap();
-    assert_eq!(VitConfig::from_tensors(&host, Some(2)).unwrap(), cfg);
     host.remove("blocks.1.mlp.fc2.bias");
     host.insert(
         "blocks.9.attn.qkv.weight".into(),
