@@ -1,6 +1,6 @@
 //! Element-wise ops: BLAS-1 helpers, GELU, LayerScale residuals and dropout.
 
-use super::math::{erf, exp};
+use super::math::{exp, normal_cdf};
 use super::par;
 use crate::device::rng::dropout_keep;
 use rayon::prelude::*;
@@ -30,19 +30,18 @@ pub fn sum_squares(x: &[f32]) -> f64 {
     partial.iter().sum()
 }
 
-/// `x·Φ(x)` with the exact (erf) normal CDF.
+/// Exact GELU `x·Φ(x)`.
 #[inline(always)]
 fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+    x * normal_cdf(x)
 }
 
 /// `d/dx x·Φ(x) = Φ(x) + x·φ(x)`.
 #[inline(always)]
 fn gelu_grad(x: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
     let pdf = exp(-0.5 * x * x)
         * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
-    cdf + x * pdf
+    normal_cdf(x) + x * pdf
 }
 
 /// Runs `f(row of a, row of b, row of out)` over the `width`-wide rows of `out` in parallel,

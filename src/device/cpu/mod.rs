@@ -12,7 +12,7 @@ mod elementwise;
 mod image;
 mod loss;
 mod math;
-pub mod matmul;
+mod matmul;
 mod norm;
 mod optim;
 mod par;
@@ -21,8 +21,6 @@ mod tokens;
 use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};
 use crate::error::Result;
 use crate::tensor::{HostTensor, Shape};
-
-pub use loss::kth_largest;
 
 /// The CPU backend. Stateless: parallelism comes from rayon's global pool.
 #[derive(Clone, Copy, Debug, Default)]
