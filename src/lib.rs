@@ -5,6 +5,8 @@ pub mod cli;
 pub mod device;
 pub mod error;
 pub mod info;
+pub mod methods;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
