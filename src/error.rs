@@ -10,7 +10,10 @@ pub enum Error {
     Shape { op: &'static str, detail: String },
     /// A backend that cannot be used on this machine or build.
     #[error("backend {backend} is unavailable: {reason}")]
-    Unavailable { backend: &'static str, reason: String },
+    Unavailable {
+        backend: &'static str,
+        reason: String,
+    },
     /// Weights files: missing, unexpected or wrongly shaped tensors, corrupt files.
     #[error("weights {path}: {detail}")]
     Weights { path: PathBuf, detail: String },
@@ -36,11 +39,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 
 /// Shorthand for a shape error: `shape_err("matmul", format!(...))`.
 pub fn shape_err<T>(op: &'static str, detail: impl Into<String>) -> Result<T> {
-    Err(Error::Shape { op, detail: detail.into() })
+    Err(Error::Shape {
+        op,
+        detail: detail.into(),
+    })
 }

@@ -2,8 +2,10 @@
 //! on a CPU backend (the numerical reference) and hand-written CUDA kernels.
 
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod info;
 pub mod methods;
 pub mod tensor;

@@ -27,7 +27,8 @@ impl Shape {
     }
     /// Product of all dimensions but the last: the number of rows of a row-major matrix view.
     pub fn rows(&self) -> usize {
-        self.numel() / self.last().max(1)
+        // Not numel / last: that is 0 for a last dimension of 0.
+        self.0.iter().rev().skip(1).product()
     }
 }
 
@@ -75,7 +76,11 @@ impl HostTensor {
         if shape.numel() != data.len() {
             return shape_err(
                 "HostTensor::new",
-                format!("shape {shape} holds {} values, data has {}", shape.numel(), data.len()),
+                format!(
+                    "shape {shape} holds {} values, data has {}",
+                    shape.numel(),
+                    data.len()
+                ),
             );
         }
         Ok(HostTensor { shape, data })
@@ -83,12 +88,18 @@ impl HostTensor {
     pub fn zeros(shape: impl Into<Shape>) -> Self {
         let shape = shape.into();
         let n = shape.numel();
-        HostTensor { shape, data: vec![0.0; n] }
+        HostTensor {
+            shape,
+            data: vec![0.0; n],
+        }
     }
     pub fn filled(shape: impl Into<Shape>, v: f32) -> Self {
         let shape = shape.into();
         let n = shape.numel();
-        HostTensor { shape, data: vec![v; n] }
+        HostTensor {
+            shape,
+            data: vec![v; n],
+        }
     }
     pub fn dims(&self) -> &[usize] {
         self.shape.dims()
@@ -109,7 +120,11 @@ impl HostTensor {
     pub fn round_bf16(&self) -> HostTensor {
         HostTensor {
             shape: self.shape.clone(),
-            data: self.data.iter().map(|&v| bf16::from_f32(v).to_f32()).collect(),
+            data: self
+                .data
+                .iter()
+                .map(|&v| bf16::from_f32(v).to_f32())
+                .collect(),
         }
     }
     pub fn to_bf16(&self) -> Vec<bf16> {
@@ -123,7 +138,12 @@ impl HostTensor {
         if self.shape != other.shape {
             return shape_err("max_abs_diff", format!("{} vs {}", self.shape, other.shape));
         }
-        Ok(self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+        Ok(self
+            .data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max))
     }
 }
 
@@ -162,7 +182,9 @@ impl Rng {
     /// A tensor of values uniform in [lo, hi).
     pub fn tensor(&mut self, shape: impl Into<Shape>, lo: f32, hi: f32) -> HostTensor {
         let shape = shape.into();
-        let data = (0..shape.numel()).map(|_| lo + (hi - lo) * self.uniform()).collect();
+        let data = (0..shape.numel())
+            .map(|_| lo + (hi - lo) * self.uniform())
+            .collect();
         HostTensor { shape, data }
     }
     /// In-place Fisher-Yates shuffle.
@@ -184,11 +206,15 @@ mod tests {
         assert_eq!(s.numel(), 30);
         assert_eq!(s.rows(), 6);
         assert_eq!(s.last(), 5);
+        assert_eq!(Shape::new(&[4, 0]).rows(), 4);
+        assert_eq!(Shape::new(&[]).rows(), 1);
     }
 
     #[test]
     fn host_tensor_rejects_wrong_length() {
-        let e = HostTensor::new([2, 3], vec![0.0; 5]).unwrap_err().to_string();
+        let e = HostTensor::new([2, 3], vec![0.0; 5])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[2, 3]") && e.contains('5'), "{e}");
     }
 

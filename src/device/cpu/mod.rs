@@ -1,215 +1,496 @@
-//! Placeholder: replaced by the real CPU backend.
-use crate::device::*;
+//! The CPU backend: every op of [`Backend`] in plain Rust f32, with `gemm` for the matrix
+//! products and rayon for parallel loops over rows, heads and images. It is the numerical
+//! reference every other backend is held to, so each op is written for clarity first;
+//! reductions accumulate in f64 where that costs little.
+//!
+//! Each op validates its operands with [`crate::device::check`] (shared with the GPU
+//! backends, so a wrong shape reads the same everywhere) and then calls a function of one of
+//! the submodules on plain slices.
+
+mod attention;
+mod elementwise;
+mod image;
+mod loss;
+pub mod matmul;
+mod norm;
+mod optim;
+mod par;
+mod tokens;
+
+use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};
 use crate::error::Result;
-use crate::tensor::HostTensor;
+use crate::tensor::{HostTensor, Shape};
+
+pub use loss::kth_largest;
+
+/// The CPU backend. Stateless: parallelism comes from rayon's global pool.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
-impl Cpu { pub fn new() -> Self { Cpu } }
-impl Default for Cpu { fn default() -> Self { Cpu } }
-#[allow(unused_variables)]
+
+impl Cpu {
+    pub fn new() -> Self {
+        Cpu
+    }
+}
+
+type T = Tensor<Cpu>;
+
 impl Backend for Cpu {
- type Storage = Vec<f32>;
- fn name(&self) -> String { unimplemented!() }
- fn zeros(&self, dims: &[usize]) -> Result<Tensor<Cpu>> { unimplemented!() }
- fn upload(&self, host: &HostTensor) -> Result<Tensor<Cpu>> { unimplemented!() }
- fn download(&self, t: &Tensor<Cpu>) -> Result<HostTensor> { unimplemented!() }
- fn copy(&self, src: &Tensor<Cpu>, dst: &mut Tensor<Cpu>) -> Result<()> { unimplemented!() }
- fn fill(&self, t: &mut Tensor<Cpu>, value: f32) -> Result<()> { unimplemented!() }
- fn axpy(&self, alpha: f32, x: &Tensor<Cpu>, y: &mut Tensor<Cpu>) -> Result<()> { unimplemented!() }
- fn scale(&self, x: &mut Tensor<Cpu>, alpha: f32) -> Result<()> { unimplemented!() }
- fn sum_squares(&self, x: &Tensor<Cpu>) -> Result<f64> { unimplemented!() }
- fn matmul(
+    type Storage = Vec<f32>;
+
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+
+    fn zeros(&self, dims: &[usize]) -> Result<T> {
+        let shape = Shape::new(dims);
+        let n = shape.numel();
+        Ok(Tensor::from_parts(shape, vec![0.0; n]))
+    }
+    fn upload(&self, host: &HostTensor) -> Result<T> {
+        Ok(Tensor::from_parts(host.shape.clone(), host.data.clone()))
+    }
+    fn download(&self, t: &T) -> Result<HostTensor> {
+        HostTensor::new(t.shape.clone(), t.storage.clone())
+    }
+    fn copy(&self, src: &T, dst: &mut T) -> Result<()> {
+        check::same_numel("copy", ("src", src), ("dst", dst))?;
+        dst.storage.copy_from_slice(&src.storage);
+        Ok(())
+    }
+    fn fill(&self, t: &mut T, value: f32) -> Result<()> {
+        t.storage.fill(value);
+        Ok(())
+    }
+
+    fn axpy(&self, alpha: f32, x: &T, y: &mut T) -> Result<()> {
+        check::same("axpy", ("x", x), ("y", y))?;
+        elementwise::axpy(alpha, &x.storage, &mut y.storage);
+        Ok(())
+    }
+    fn scale(&self, x: &mut T, alpha: f32) -> Result<()> {
+        elementwise::scale(&mut x.storage, alpha);
+        Ok(())
+    }
+    fn sum_squares(&self, x: &T) -> Result<f64> {
+        Ok(elementwise::sum_squares(&x.storage))
+    }
+
+    fn matmul(
         &self,
-        a: &Tensor<Cpu>,
-        b: &Tensor<Cpu>,
-        bias: Option<&Tensor<Cpu>>,
-        out: &mut Tensor<Cpu>,
+        a: &T,
+        b: &T,
+        bias: Option<&T>,
+        out: &mut T,
         layout: Layout,
         accumulate: bool,
-    ) -> Result<()> { unimplemented!() }
- fn bias_grad(&self, dy: &Tensor<Cpu>, db: &mut Tensor<Cpu>) -> Result<()> { unimplemented!() }
- fn layernorm_fwd(
+    ) -> Result<()> {
+        let dims = check::matmul(a, b, bias, out, layout)?;
+        let bias = bias.map(|t| t.storage.as_slice());
+        matmul::matmul(
+            &a.storage,
+            &b.storage,
+            bias,
+            &mut out.storage,
+            layout,
+            dims,
+            accumulate,
+        );
+        Ok(())
+    }
+    fn bias_grad(&self, dy: &T, db: &mut T) -> Result<()> {
+        let (r, n) = check::rows_and_vec("bias_grad", dy, db, "db")?;
+        matmul::bias_grad(&dy.storage, r, n, &mut db.storage);
+        Ok(())
+    }
+
+    fn layernorm_fwd(
         &self,
-        x: &Tensor<Cpu>,
-        w: &Tensor<Cpu>,
-        b: &Tensor<Cpu>,
+        x: &T,
+        w: &T,
+        b: &T,
         eps: f32,
-        y: &mut Tensor<Cpu>,
-        mean: &mut Tensor<Cpu>,
-        rstd: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn layernorm_bwd(
+        y: &mut T,
+        mean: &mut T,
+        rstd: &mut T,
+    ) -> Result<()> {
+        let (_, d) = check::layernorm_fwd(x, w, b, y, mean, rstd)?;
+        norm::layernorm_fwd(
+            &x.storage,
+            &w.storage,
+            &b.storage,
+            d,
+            eps,
+            &mut y.storage,
+            &mut mean.storage,
+            &mut rstd.storage,
+        );
+        Ok(())
+    }
+    fn layernorm_bwd(
         &self,
-        dy: &Tensor<Cpu>,
-        x: &Tensor<Cpu>,
-        w: &Tensor<Cpu>,
-        mean: &Tensor<Cpu>,
-        rstd: &Tensor<Cpu>,
-        dx: &mut Tensor<Cpu>,
-        dw: &mut Tensor<Cpu>,
-        db: &mut Tensor<Cpu>,
+        dy: &T,
+        x: &T,
+        w: &T,
+        mean: &T,
+        rstd: &T,
+        dx: &mut T,
+        dw: &mut T,
+        db: &mut T,
         accumulate_dx: bool,
-    ) -> Result<()> { unimplemented!() }
- fn attention_fwd(
+    ) -> Result<()> {
+        let (_, d) = check::layernorm_bwd(dy, x, w, mean, rstd, dx, dw, db)?;
+        norm::layernorm_bwd(
+            norm::LnBwdIn {
+                dy: &dy.storage,
+                x: &x.storage,
+                w: &w.storage,
+                mean: &mean.storage,
+                rstd: &rstd.storage,
+                d,
+            },
+            &mut dx.storage,
+            &mut dw.storage,
+            &mut db.storage,
+            accumulate_dx,
+        );
+        Ok(())
+    }
+
+    fn attention_fwd(
         &self,
-        qkv: &Tensor<Cpu>,
+        qkv: &T,
         heads: usize,
         scale: f32,
-        out: &mut Tensor<Cpu>,
-        lse: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn attention_bwd(
+        out: &mut T,
+        lse: &mut T,
+    ) -> Result<()> {
+        let s = check::attention_fwd(qkv, heads, out, lse)?;
+        attention::softmax_fwd(&qkv.storage, s, scale, &mut out.storage, &mut lse.storage);
+        Ok(())
+    }
+    fn attention_bwd(
         &self,
-        dout: &Tensor<Cpu>,
-        qkv: &Tensor<Cpu>,
-        out: &Tensor<Cpu>,
-        lse: &Tensor<Cpu>,
+        dout: &T,
+        qkv: &T,
+        out: &T,
+        lse: &T,
         heads: usize,
         scale: f32,
-        dqkv: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn linear_attention_fwd(
+        dqkv: &mut T,
+    ) -> Result<()> {
+        let s = check::attention_bwd(dout, qkv, out, lse, heads, dqkv)?;
+        attention::softmax_bwd(
+            &dout.storage,
+            &qkv.storage,
+            &out.storage,
+            &lse.storage,
+            s,
+            scale,
+            &mut dqkv.storage,
+        );
+        Ok(())
+    }
+    fn linear_attention_fwd(&self, qkv: &T, heads: usize, eps: f32, out: &mut T) -> Result<()> {
+        let s = check::linear_attention_fwd(qkv, heads, eps, out)?;
+        attention::linear_fwd(&qkv.storage, s, eps, &mut out.storage);
+        Ok(())
+    }
+    fn linear_attention_bwd(
         &self,
-        qkv: &Tensor<Cpu>,
+        dout: &T,
+        qkv: &T,
         heads: usize,
         eps: f32,
-        out: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn linear_attention_bwd(
+        dqkv: &mut T,
+    ) -> Result<()> {
+        let s = check::linear_attention_bwd(dout, qkv, heads, eps, dqkv)?;
+        attention::linear_bwd(&dout.storage, &qkv.storage, s, eps, &mut dqkv.storage);
+        Ok(())
+    }
+
+    fn gelu_fwd(&self, x: &T, y: &mut T) -> Result<()> {
+        check::same("gelu_fwd", ("x", x), ("y", y))?;
+        elementwise::bias_gelu_fwd(&x.storage, None, &mut y.storage);
+        Ok(())
+    }
+    fn gelu_bwd(&self, dy: &T, x: &T, dx: &mut T) -> Result<()> {
+        check::same("gelu_bwd", ("dy", dy), ("x", x))?;
+        check::same("gelu_bwd", ("dx", dx), ("x", x))?;
+        elementwise::bias_gelu_bwd(&dy.storage, &x.storage, None, &mut dx.storage);
+        Ok(())
+    }
+    fn bias_gelu_fwd(&self, x: &T, bias: &T, y: &mut T) -> Result<()> {
+        check::rows_and_vec("bias_gelu_fwd", x, bias, "bias")?;
+        check::same("bias_gelu_fwd", ("x", x), ("y", y))?;
+        elementwise::bias_gelu_fwd(&x.storage, Some(&bias.storage), &mut y.storage);
+        Ok(())
+    }
+    fn bias_gelu_bwd(&self, dy: &T, x: &T, bias: &T, dx: &mut T, dbias: &mut T) -> Result<()> {
+        let (r, n) = check::bias_gelu_bwd(dy, x, bias, dx, dbias)?;
+        elementwise::bias_gelu_bwd(
+            &dy.storage,
+            &x.storage,
+            Some(&bias.storage),
+            &mut dx.storage,
+        );
+        matmul::bias_grad(&dx.storage, r, n, &mut dbias.storage);
+        Ok(())
+    }
+    fn residual_fwd(&self, x: &T, y: &T, gamma: Option<&T>, out: &mut T) -> Result<()> {
+        check::residual(
+            "residual_fwd",
+            ("x", x),
+            ("y", y),
+            ("out", out),
+            gamma.map(|g| ("gamma", g)),
+        )?;
+        elementwise::residual_fwd(
+            &x.storage,
+            &y.storage,
+            gamma.map(|g| g.storage.as_slice()),
+            &mut out.storage,
+        );
+        Ok(())
+    }
+    fn residual_bwd(
         &self,
-        dout: &Tensor<Cpu>,
-        qkv: &Tensor<Cpu>,
-        heads: usize,
-        eps: f32,
-        dqkv: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn gelu_fwd(&self, x: &Tensor<Cpu>, y: &mut Tensor<Cpu>) -> Result<()> { unimplemented!() }
- fn gelu_bwd(&self, dy: &Tensor<Cpu>, x: &Tensor<Cpu>, dx: &mut Tensor<Cpu>) -> Result<()> { unimplemented!() }
- fn bias_gelu_fwd(
+        dout: &T,
+        y: &T,
+        gamma: Option<&T>,
+        dy: &mut T,
+        dgamma: Option<&mut T>,
+    ) -> Result<()> {
+        const OP: &str = "residual_bwd";
+        let (r, d) = check::residual(
+            OP,
+            ("dout", dout),
+            ("y", y),
+            ("dy", dy),
+            gamma.map(|g| ("gamma", g)),
+        )?;
+        match (&gamma, &dgamma) {
+            (None, Some(dg)) => {
+                return crate::error::shape_err(
+                    OP,
+                    format!("dgamma {} given without gamma", dg.shape()),
+                )
+            }
+            (_, Some(dg)) => check::exact(OP, "dgamma", dg, &[d])?,
+            _ => {}
+        }
+        elementwise::residual_bwd(
+            &dout.storage,
+            &y.storage,
+            gamma.map(|g| g.storage.as_slice()),
+            r,
+            &mut dy.storage,
+            dgamma.map(|g| g.storage.as_mut_slice()),
+        );
+        Ok(())
+    }
+    fn dropout_fwd(&self, x: &T, p: f32, seed: u64, out: &mut T) -> Result<()> {
+        check::dropout("dropout_fwd", ("x", x), ("out", out), p)?;
+        elementwise::dropout(&x.storage, p, seed, &mut out.storage);
+        Ok(())
+    }
+    fn dropout_bwd(&self, dout: &T, p: f32, seed: u64, dx: &mut T) -> Result<()> {
+        check::dropout("dropout_bwd", ("dout", dout), ("dx", dx), p)?;
+        // The mask is a function of the element index, so the backward is the same map.
+        elementwise::dropout(&dout.storage, p, seed, &mut dx.storage);
+        Ok(())
+    }
+
+    fn patchify(&self, img: &T, patch: usize, out: &mut T) -> Result<()> {
+        let dims = check::patchify(img, patch, out)?;
+        tokens::patchify(&img.storage, dims, patch, &mut out.storage);
+        Ok(())
+    }
+    fn embed_tokens_fwd(
         &self,
-        x: &Tensor<Cpu>,
-        bias: &Tensor<Cpu>,
-        y: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn bias_gelu_bwd(
+        emb: &T,
+        cls: &T,
+        pos: &T,
+        regs: Option<&T>,
+        out: &mut T,
+    ) -> Result<()> {
+        let s = check::embed_tokens("embed_tokens_fwd", emb, cls, pos, regs, out)?;
+        tokens::embed_fwd(
+            &emb.storage,
+            &cls.storage,
+            &pos.storage,
+            regs.map(|r| r.storage.as_slice()),
+            s,
+            &mut out.storage,
+        );
+        Ok(())
+    }
+    fn embed_tokens_bwd(
         &self,
-        dy: &Tensor<Cpu>,
-        x: &Tensor<Cpu>,
-        bias: &Tensor<Cpu>,
-        dx: &mut Tensor<Cpu>,
-        dbias: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn residual_fwd(
+        dout: &T,
+        demb: &mut T,
+        dcls: &mut T,
+        dpos: &mut T,
+        dregs: Option<&mut T>,
+    ) -> Result<()> {
+        let s = check::embed_tokens("embed_tokens_bwd", demb, dcls, dpos, dregs.as_deref(), dout)?;
+        tokens::embed_bwd(
+            &dout.storage,
+            s,
+            &mut demb.storage,
+            &mut dcls.storage,
+            &mut dpos.storage,
+            dregs.map(|r| r.storage.as_mut_slice()),
+        );
+        Ok(())
+    }
+    fn slice_tokens(&self, x: &T, start: usize, out: &mut T) -> Result<()> {
+        let s = check::token_slice("slice_tokens", ("x", x), ("out", out), start)?;
+        tokens::slice(&x.storage, s, start, &mut out.storage);
+        Ok(())
+    }
+    fn unslice_tokens_add(&self, dout: &T, start: usize, dx: &mut T) -> Result<()> {
+        let s = check::token_slice("unslice_tokens_add", ("dx", dx), ("dout", dout), start)?;
+        tokens::unslice_add(&dout.storage, s, start, &mut dx.storage);
+        Ok(())
+    }
+    fn group_mean_fwd(&self, xs: &[&T], out: &mut T) -> Result<()> {
+        check::group("group_mean_fwd", xs, ("out", out))?;
+        let xs: Vec<&[f32]> = xs.iter().map(|t| t.storage.as_slice()).collect();
+        tokens::group_mean_fwd(&xs, &mut out.storage);
+        Ok(())
+    }
+    fn group_mean_bwd(&self, dout: &T, dxs: &mut [&mut T]) -> Result<()> {
+        let views: Vec<&T> = dxs.iter().map(|t| &**t).collect();
+        check::group("group_mean_bwd", &views, ("dout", dout))?;
+        let alpha = 1.0 / dxs.len() as f32;
+        for dx in dxs.iter_mut() {
+            elementwise::axpy(alpha, &dout.storage, &mut dx.storage);
+        }
+        Ok(())
+    }
+
+    fn cosine_distance_fwd(&self, a: &T, b: &T, d: &mut T) -> Result<()> {
+        let (_, c) = check::cosine_distance("cosine_distance_fwd", a, b, ("d", d))?;
+        loss::cosine_distance_fwd(&a.storage, &b.storage, c, &mut d.storage);
+        Ok(())
+    }
+    fn cosine_distance_bwd(&self, dd: &T, a: &T, b: &T, db: &mut T) -> Result<()> {
+        let (_, c) = check::cosine_distance("cosine_distance_bwd", a, b, ("dd", dd))?;
+        check::same("cosine_distance_bwd", ("db", db), ("b", b))?;
+        loss::cosine_distance_bwd(&dd.storage, &a.storage, &b.storage, c, &mut db.storage);
+        Ok(())
+    }
+    fn global_cosine_fwd(
         &self,
-        x: &Tensor<Cpu>,
-        y: &Tensor<Cpu>,
-        gamma: Option<&Tensor<Cpu>>,
-        out: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn residual_bwd(
+        a: &T,
+        b: &T,
+        loss: &mut T,
+        point_dist: &mut T,
+        stats: &mut T,
+    ) -> Result<()> {
+        const OP: &str = "global_cosine_fwd";
+        let dims = check::global_cosine(OP, a, b, point_dist, stats)?;
+        check::exact(OP, "loss", loss, &[1])?;
+        loss::global_cosine_fwd(
+            &a.storage,
+            &b.storage,
+            dims,
+            &mut loss.storage[0],
+            &mut point_dist.storage,
+            &mut stats.storage,
+        );
+        Ok(())
+    }
+    fn global_cosine_bwd(
         &self,
-        dout: &Tensor<Cpu>,
-        y: &Tensor<Cpu>,
-        gamma: Option<&Tensor<Cpu>>,
-        dy: &mut Tensor<Cpu>,
-        dgamma: Option<&mut Tensor<Cpu>>,
-    ) -> Result<()> { unimplemented!() }
- fn dropout_fwd(
-        &self,
-        x: &Tensor<Cpu>,
-        p: f32,
-        seed: u64,
-        out: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn dropout_bwd(
-        &self,
-        dout: &Tensor<Cpu>,
-        p: f32,
-        seed: u64,
-        dx: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn patchify(&self, img: &Tensor<Cpu>, patch: usize, out: &mut Tensor<Cpu>) -> Result<()> { unimplemented!() }
- fn embed_tokens_fwd(
-        &self,
-        emb: &Tensor<Cpu>,
-        cls: &Tensor<Cpu>,
-        pos: &Tensor<Cpu>,
-        regs: Option<&Tensor<Cpu>>,
-        out: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn embed_tokens_bwd(
-        &self,
-        dout: &Tensor<Cpu>,
-        demb: &mut Tensor<Cpu>,
-        dcls: &mut Tensor<Cpu>,
-        dpos: &mut Tensor<Cpu>,
-        dregs: Option<&mut Tensor<Cpu>>,
-    ) -> Result<()> { unimplemented!() }
- fn slice_tokens(&self, x: &Tensor<Cpu>, start: usize, out: &mut Tensor<Cpu>) -> Result<()> { unimplemented!() }
- fn unslice_tokens_add(
-        &self,
-        dout: &Tensor<Cpu>,
-        start: usize,
-        dx: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn group_mean_fwd(&self, xs: &[&Tensor<Cpu>], out: &mut Tensor<Cpu>) -> Result<()> { unimplemented!() }
- fn group_mean_bwd(&self, dout: &Tensor<Cpu>, dxs: &mut [&mut Tensor<Cpu>]) -> Result<()> { unimplemented!() }
- fn cosine_distance_fwd(
-        &self,
-        a: &Tensor<Cpu>,
-        b: &Tensor<Cpu>,
-        d: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn cosine_distance_bwd(
-        &self,
-        dd: &Tensor<Cpu>,
-        a: &Tensor<Cpu>,
-        b: &Tensor<Cpu>,
-        db: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn global_cosine_fwd(
-        &self,
-        a: &Tensor<Cpu>,
-        b: &Tensor<Cpu>,
-        loss: &mut Tensor<Cpu>,
-        point_dist: &mut Tensor<Cpu>,
-        stats: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn global_cosine_bwd(
-        &self,
-        a: &Tensor<Cpu>,
-        b: &Tensor<Cpu>,
-        point_dist: &Tensor<Cpu>,
-        stats: &Tensor<Cpu>,
+        a: &T,
+        b: &T,
+        point_dist: &T,
+        stats: &T,
         p: f32,
         factor: f32,
         dloss: f32,
-        db: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn adamw_step(
+        db: &mut T,
+    ) -> Result<()> {
+        const OP: &str = "global_cosine_bwd";
+        let dims = check::global_cosine(OP, a, b, point_dist, stats)?;
+        check::same(OP, ("db", db), ("b", b))?;
+        let k = check::hard_mining_k(OP, dims.0 * dims.1, p)?;
+        loss::global_cosine_bwd(
+            loss::GlobalCosineBwd {
+                a: &a.storage,
+                b: &b.storage,
+                point_dist: &point_dist.storage,
+                stats: &stats.storage,
+                dims,
+                k,
+                factor,
+                dloss,
+            },
+            &mut db.storage,
+        );
+        Ok(())
+    }
+
+    fn adamw_step(
         &self,
-        param: &mut Tensor<Cpu>,
-        grad: &Tensor<Cpu>,
-        m: &mut Tensor<Cpu>,
-        v: &mut Tensor<Cpu>,
-        vmax: Option<&mut Tensor<Cpu>>,
+        param: &mut T,
+        grad: &T,
+        m: &mut T,
+        v: &mut T,
+        vmax: Option<&mut T>,
         hp: &AdamStep,
-    ) -> Result<()> { unimplemented!() }
- fn stable_adamw_step(
+    ) -> Result<()> {
+        check::adam("adamw_step", param, grad, m, v, vmax.as_deref(), hp)?;
+        let state = optim::AdamState {
+            m: &mut m.storage,
+            v: &mut v.storage,
+            vmax: vmax.map(|t| t.storage.as_mut_slice()),
+        };
+        optim::adam_step(&mut param.storage, &grad.storage, state, hp, false);
+        Ok(())
+    }
+    fn stable_adamw_step(
         &self,
-        param: &mut Tensor<Cpu>,
-        grad: &Tensor<Cpu>,
-        m: &mut Tensor<Cpu>,
-        v: &mut Tensor<Cpu>,
-        vmax: Option<&mut Tensor<Cpu>>,
+        param: &mut T,
+        grad: &T,
+        m: &mut T,
+        v: &mut T,
+        vmax: Option<&mut T>,
         hp: &AdamStep,
-    ) -> Result<()> { unimplemented!() }
- fn resize(&self, x: &Tensor<Cpu>, interp: Interp, out: &mut Tensor<Cpu>) -> Result<()> { unimplemented!() }
- fn gaussian_blur(
-        &self,
-        x: &Tensor<Cpu>,
-        sigma: f32,
-        ksize: usize,
-        out: &mut Tensor<Cpu>,
-    ) -> Result<()> { unimplemented!() }
- fn topk_mean(&self, x: &Tensor<Cpu>, k: usize, out: &mut Tensor<Cpu>) -> Result<()> { unimplemented!() }
+    ) -> Result<()> {
+        check::adam("stable_adamw_step", param, grad, m, v, vmax.as_deref(), hp)?;
+        let state = optim::AdamState {
+            m: &mut m.storage,
+            v: &mut v.storage,
+            vmax: vmax.map(|t| t.storage.as_mut_slice()),
+        };
+        optim::adam_step(&mut param.storage, &grad.storage, state, hp, true);
+        Ok(())
+    }
+
+    fn resize(&self, x: &T, interp: Interp, out: &mut T) -> Result<()> {
+        let dims = check::resize(x, out)?;
+        if let Interp::Bicubic {
+            scale: Some((sh, sw)),
+        } = interp
+        {
+            check::arg("resize", sh > 0.0 && sw > 0.0, || {
+                format!("scale factors ({sh}, {sw}) must be positive")
+            })?;
+        }
+        image::resize(&x.storage, dims, interp, &mut out.storage);
+        Ok(())
+    }
+    fn gaussian_blur(&self, x: &T, sigma: f32, ksize: usize, out: &mut T) -> Result<()> {
+        let dims = check::gaussian_blur(x, sigma, ksize, out)?;
+        image::gaussian_blur(&x.storage, dims, sigma, ksize, &mut out.storage);
+        Ok(())
+    }
+    fn topk_mean(&self, x: &T, k: usize, out: &mut T) -> Result<()> {
+        let (_, m) = check::topk_mean(x, k, out)?;
+        image::topk_mean(&x.storage, m, k, &mut out.storage);
+        Ok(())
+    }
 }

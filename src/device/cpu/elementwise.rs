@@ -1,0 +1,125 @@
+//! Element-wise ops: BLAS-1 helpers, GELU, LayerScale residuals and dropout.
+
+use super::par;
+use crate::device::rng::dropout_keep;
+use rayon::prelude::*;
+
+/// Elements per rayon task for the cheap element-wise loops.
+const ELEMS_PER_TASK: usize = 1 << 14;
+
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    y.par_iter_mut()
+        .zip(x.par_iter())
+        .with_min_len(ELEMS_PER_TASK)
+        .for_each(|(y, &x)| *y += alpha * x);
+}
+
+pub fn scale(x: &mut [f32], alpha: f32) {
+    x.par_iter_mut()
+        .with_min_len(ELEMS_PER_TASK)
+        .for_each(|v| *v *= alpha);
+}
+
+/// Σ x² in f64, summed per chunk in a fixed order so the result is reproducible.
+pub fn sum_squares(x: &[f32]) -> f64 {
+    let partial: Vec<f64> = x
+        .par_chunks(ELEMS_PER_TASK)
+        .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
+        .collect();
+    partial.iter().sum()
+}
+
+/// `x·Φ(x)` with the exact normal CDF, computed in f64.
+fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+}
+
+/// `d/dx x·Φ(x) = Φ(x) + x·φ(x)`.
+fn gelu_grad(x: f64) -> f64 {
+    let cdf = 0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    cdf + x * pdf
+}
+
+/// The bias of element `i` of a row-major `[R, n]` tensor, or 0 without a bias.
+fn bias_at(bias: Option<&[f32]>, i: usize) -> f32 {
+    bias.map_or(0.0, |b| b[i % b.len()])
+}
+
+/// `y = gelu(x + bias)` (bias per column, optional).
+pub fn bias_gelu_fwd(x: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    y.par_iter_mut()
+        .enumerate()
+        .with_min_len(ELEMS_PER_TASK)
+        .for_each(|(i, y)| {
+            *y = gelu((x[i] + bias_at(bias, i)) as f64) as f32;
+        });
+}
+
+/// `dx = dy · gelu'(x + bias)`.
+pub fn bias_gelu_bwd(dy: &[f32], x: &[f32], bias: Option<&[f32]>, dx: &mut [f32]) {
+    dx.par_iter_mut()
+        .enumerate()
+        .with_min_len(ELEMS_PER_TASK)
+        .for_each(|(i, dx)| {
+            *dx = (dy[i] as f64 * gelu_grad((x[i] + bias_at(bias, i)) as f64)) as f32;
+        });
+}
+
+/// `out = x + gamma ⊙ y` (gamma per column; 1 when absent).
+pub fn residual_fwd(x: &[f32], y: &[f32], gamma: Option<&[f32]>, out: &mut [f32]) {
+    out.par_iter_mut()
+        .enumerate()
+        .with_min_len(ELEMS_PER_TASK)
+        .for_each(|(i, o)| {
+            let g = gamma.map_or(1.0, |g| g[i % g.len()]);
+            *o = x[i] + g * y[i];
+        });
+}
+
+/// `dy = gamma ⊙ dout`, `dgamma += Σ_rows dout ⊙ y`.
+pub fn residual_bwd(
+    dout: &[f32],
+    y: &[f32],
+    gamma: Option<&[f32]>,
+    rows: usize,
+    dy: &mut [f32],
+    dgamma: Option<&mut [f32]>,
+) {
+    dy.par_iter_mut()
+        .enumerate()
+        .with_min_len(ELEMS_PER_TASK)
+        .for_each(|(i, d)| {
+            let g = gamma.map_or(1.0, |g| g[i % g.len()]);
+            *d = g * dout[i];
+        });
+    if let Some(dg) = dgamma {
+        let d = dg.len();
+        par::column_sums(
+            rows,
+            d,
+            |r, acc| {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a += (dout[r * d + j] * y[r * d + j]) as f64;
+                }
+            },
+            dg,
+        );
+    }
+}
+
+/// `out[i] = x[i] · keep(seed, i) / (1 - p)`: the mask of element i depends only on
+/// (seed, i), so the backward applies the same map to the gradient.
+pub fn dropout(x: &[f32], p: f32, seed: u64, out: &mut [f32]) {
+    let inv_keep = 1.0 / (1.0 - p);
+    out.par_iter_mut()
+        .enumerate()
+        .with_min_len(ELEMS_PER_TASK)
+        .for_each(|(i, o)| {
+            *o = if dropout_keep(seed, i as u64, p) {
+                x[i] * inv_keep
+            } else {
+                0.0
+            };
+        });
+}
