@@ -1,7 +1,8 @@
 //! Trainable parameters: a value and its gradient under a canonical name. Models own their
 //! parameters as struct fields (so a backward borrows a weight and its gradient at once);
-//! the optimiser, gradient clipping and checkpoints see them through [`ParamMut`] views, so
-//! they work the same for every model however it stores them.
+//! the optimiser and checkpoints see them through [`ParamMut`] views, so they work the same
+//! for every model however it stores them (the ViT keeps values and gradients in two
+//! structs of one shape).
 
 use crate::device::{Backend, Tensor};
 use crate::error::{Error, Result};
@@ -33,35 +34,13 @@ impl<B: Backend> Param<B> {
     }
 }
 
-/// A borrowed view of one trainable tensor, however the model stores it.
+/// A borrowed view of one trainable tensor and its gradient, however the model stores them.
+/// Lists of views have a fixed order per model: optimiser state and checkpoints follow it
+/// and check it by name.
 pub struct ParamMut<'a, B: Backend> {
     pub name: String,
     pub value: &'a mut Tensor<B>,
-    pub grad: &'a mut Tensor<B>,
-}
-
-/// Anything with trainable parameters, listed in a fixed order (the optimiser state and the
-/// checkpoints follow it, and check it by name).
-pub trait Trainable<B: Backend> {
-    fn params_mut(&mut self) -> Vec<ParamMut<'_, B>>;
-}
-
-pub fn zero_grads<B: Backend>(backend: &B, params: &mut [ParamMut<'_, B>]) -> Result<()> {
-    for p in params.iter_mut() {
-        backend.fill(p.grad, 0.0)?;
-    }
-    Ok(())
-}
-
-/// Scale the gradients of `params` so their joint L2 norm is at most `max_norm`; the norm
-/// before clipping is returned (see [`Backend::clip_grad_norm`]).
-pub fn clip_grad_norm<B: Backend>(
-    backend: &B,
-    params: &mut [ParamMut<'_, B>],
-    max_norm: f32,
-) -> Result<f32> {
-    let mut grads: Vec<&mut Tensor<B>> = params.iter_mut().map(|p| &mut *p.grad).collect();
-    backend.clip_grad_norm(&mut grads, max_norm)
+    pub grad: &'a Tensor<B>,
 }
 
 /// Download every value, in order, under its name.
