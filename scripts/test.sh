@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-data
+. scripts/env.sh
 export KDAD_TEACHER="${KDAD_TEACHER:-$PWD/.kdad/weights/dinov2_vits14_imgfocus.safetensors}"
 cargo test --release

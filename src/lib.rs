@@ -10,5 +10,6 @@ pub mod info;
 pub mod methods;
 pub mod tensor;
 pub mod train;
+pub mod vit;
 
 pub use error::{Error, Result};

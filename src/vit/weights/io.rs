@@ -1,0 +1,156 @@
+//! safetensors bytes in and out: parsing with errors a user can act on, element types widened
+//! to f32, and atomic writes.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::error::{Error, Result};
+use crate::tensor::{HostTensor, Shape};
+
+pub fn weights_err(path: &Path, detail: impl Into<String>) -> Error {
+    Error::Weights {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Parses a whole safetensors file. A file that is not one says what it looks like instead,
+/// when that is recognisable.
+pub fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    if bytes.is_empty() {
+        return Err(weights_err(path, "the file is empty"));
+    }
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Err(weights_err(
+            path,
+            "this is a zip archive (a PyTorch .pth/.pt checkpoint?), not safetensors: convert a \
+             Meta DINOv2 .pth with weights/convert_meta_pth.py",
+        ));
+    }
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        return Err(weights_err(
+            path,
+            "an ONNX file is not safetensors: import it with `kdad weights import-onnx`",
+        ));
+    }
+    SafeTensors::deserialize(bytes).map_err(|e| {
+        weights_err(
+            path,
+            format!("not a readable safetensors file (corrupt or truncated?): {e}"),
+        )
+    })
+}
+
+/// The file's `__metadata__` (empty when it has none).
+pub fn metadata(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String>> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| weights_err(path, format!("not a readable safetensors file: {e}")))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// Element types read as f32: the floating types weights come in.
+pub fn readable(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
+}
+
+/// The tensor's values widened (or for F64 rounded) to f32; safetensors data is little-endian.
+pub fn to_f32(path: &Path, name: &str, view: &TensorView) -> Result<HostTensor> {
+    let b = view.data();
+    let data: Vec<f32> = match view.dtype() {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(std::array::from_fn(|i| c[i])) as f32)
+            .collect(),
+        other => {
+            return Err(weights_err(
+                path,
+                format!("{name}: element type {other:?} is not F32/F16/BF16/F64"),
+            ))
+        }
+    };
+    HostTensor::new(Shape(view.shape().to_vec()), data)
+        .map_err(|e| weights_err(path, format!("{name}: {e}")))
+}
+
+/// Serialises f32 tensors (names sorted) with `metadata` into safetensors bytes.
+pub fn serialize(
+    tensors: &HashMap<String, HostTensor>,
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let bytes: Vec<(&String, &HostTensor, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| (n, t, t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, t, b)| {
+            TensorView::new(Dtype::F32, t.dims().to_vec(), b)
+                .map(|v| (n.as_str(), v))
+                .map_err(|e| Error::Invalid(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let info = (!metadata.is_empty()).then(|| metadata.clone());
+    safetensors::tensor::serialize(views, info)
+        .map_err(|e| Error::Invalid(format!("safetensors: {e}")))
+}
+
+/// Writes `bytes` to `path` so that `path` is either untouched or complete: a temporary file
+/// in the same directory (same file system, so the rename is atomic), fsync, rename, then
+/// fsync of the directory so the rename itself survives a crash.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{nanos}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    })();
+    if result.is_err() {
+        // Nothing useful to do if the clean-up fails too; the first error is the one to report.
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    // Directory fsync is how POSIX makes a rename durable; other systems lack the call.
+    #[cfg(unix)]
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(&dir, e))?;
+    Ok(())
+}
