@@ -5,6 +5,7 @@
 //! results in a head-major scratch buffer (`[B, H, …]`, so tasks own disjoint slices) that
 //! is scattered into the token-major output afterwards.
 
+use super::math::exp;
 use super::matmul::{gemm_strided, View, ViewMut};
 use crate::device::check::AttnDims;
 use rayon::prelude::*;
@@ -119,11 +120,9 @@ pub fn softmax_fwd(qkv: &[f32], s: AttnDims, scale: f32, out: &mut [f32], lse: &
             scores(qkv, s, b, h, scale, &mut p);
             for (row, l) in p.chunks_mut(n).zip(lse_h.iter_mut()) {
                 let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f64;
-                for v in row.iter_mut() {
-                    *v = (*v - mx).exp();
-                    sum += *v as f64;
-                }
+                // Exponentiate in one loop (it vectorises), sum in f64 in another.
+                row.iter_mut().for_each(|v| *v = exp(*v - mx));
+                let sum: f64 = row.iter().map(|&v| v as f64).sum();
                 let inv = (1.0 / sum) as f32;
                 row.iter_mut().for_each(|v| *v *= inv);
                 *l = mx + sum.ln() as f32;
@@ -176,7 +175,7 @@ pub fn softmax_bwd(
             let mut p = vec![0.0f32; n * n];
             scores(qkv, s, b, h, scale, &mut p);
             for (row, &l) in p.chunks_mut(n).zip(lse_h) {
-                row.iter_mut().for_each(|x| *x = (*x - l).exp());
+                row.iter_mut().for_each(|x| *x = exp(*x - l));
             }
             let mut ds = vec![0.0f32; n * n];
             gemm_strided(

@@ -11,6 +11,7 @@ mod attention;
 mod elementwise;
 mod image;
 mod loss;
+mod math;
 pub mod matmul;
 mod norm;
 mod optim;
