@@ -1,8 +1,11 @@
 //! The `kdad` command line: argument definitions and dispatch. Each subcommand is a thin
 //! adapter over a library entry point, so everything the CLI does is available to embedders.
 
+use crate::device::cpu::Cpu;
+use crate::methods::dual_student;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +36,12 @@ pub enum Command {
     /// Import or inspect teacher weights.
     #[command(subcommand)]
     Weights(WeightsCommand),
+    /// Train the dual student (Dinomaly encoder-decoder + class-token encoder-encoder).
+    Train(dual_student::cli::TrainArgs),
+    /// Score images with a trained dual student: per-image CSV/JSON, optional heatmaps.
+    Score(dual_student::cli::ScoreArgs),
+    /// Evaluate a trained dual student on a data set's test split (image and pixel AUROC).
+    Eval(dual_student::cli::EvalArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,6 +68,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Info => crate::info::print(),
+        Command::Train(a) => Ok(dual_student::cli::run_train(a, Arc::new(Cpu::new()))?),
+        Command::Score(a) => Ok(dual_student::cli::run_score(a, Arc::new(Cpu::new()))?),
+        Command::Eval(a) => Ok(dual_student::cli::run_eval(a, Arc::new(Cpu::new()))?),
         Command::Weights(WeightsCommand::ImportOnnx { onnx, out }) => {
             let r = crate::vit::onnx::import_onnx(&onnx, &out)?;
             println!(

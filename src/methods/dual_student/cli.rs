@@ -73,10 +73,13 @@ pub struct TrainArgs {
     /// override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Optimisation steps (default 500; Dinomaly runs 5,000-10,000 on a GPU).
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Images per step (default 8).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Seed of initialisation, data order and dropout (default 1, as Dinomaly).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Depth of the EE student.
