@@ -10,38 +10,9 @@
 use kdad::device::cpu::Cpu;
 use kdad::device::{Backend, Layout};
 use kdad::tensor::Rng;
-use std::time::Instant;
 
-/// The value after `--name` on the command line.
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-/// CPU time this process's threads have run, from Linux's per-thread schedstat (ns).
-fn process_cpu_ns() -> Option<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
-}
-
-/// One timed run: (wall seconds, CPU seconds of all threads if known).
-fn timed(f: &mut dyn FnMut()) -> (f64, Option<f64>) {
-    let cpu0 = process_cpu_ns();
-    let t = Instant::now();
-    f();
-    let wall = t.elapsed().as_secs_f64();
-    let cpu = process_cpu_ns()
-        .zip(cpu0)
-        .map(|(b, a)| (b - a) as f64 * 1e-9);
-    (wall, cpu)
-}
+mod common;
+use common::{arg, timed};
 
 /// Best of `reps` alternating runs of `f` and `g` after one warm-up of each (alternating gives
 /// both the same share of a noisy machine): the best wall time of each, and of `f` the best

@@ -46,6 +46,18 @@ impl Backend for Cpu {
         Ok(Tensor::from_parts(shape, vec![0.0; n]))
     }
     fn upload(&self, host: &HostTensor) -> Result<T> {
+        // HostTensor's fields are public, so its shape and data may disagree.
+        if host.data.len() != host.shape.numel() {
+            return crate::error::shape_err(
+                "upload",
+                format!(
+                    "shape {} holds {} values, data has {}",
+                    host.shape,
+                    host.shape.numel(),
+                    host.data.len()
+                ),
+            );
+        }
         Ok(Tensor::from_parts(host.shape.clone(), host.data.clone()))
     }
     fn download(&self, t: &T) -> Result<HostTensor> {
