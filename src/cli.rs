@@ -33,6 +33,24 @@ pub enum Command {
     /// Import or inspect teacher weights.
     #[command(subcommand)]
     Weights(WeightsCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Check every GPU kernel family against the CPU backend, then time it: on `cuda` with
+    /// ViT-B sizes (time, TFLOP/s or GB/s, fraction of an H100's peak), on `emu` with small
+    /// sizes and correctness only.
+    Kernels {
+        /// cuda or emu.
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// Timed calls per kernel.
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,6 +77,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Info => crate::info::print(),
+        Command::Bench(BenchCommand::Kernels { device, reps }) => {
+            let rows = crate::device::gpu::bench::run(&device, reps)?;
+            print!("{}", crate::device::gpu::bench::format_rows(&rows));
+            Ok(())
+        }
         Command::Weights(WeightsCommand::ImportOnnx { onnx, out }) => {
             let r = crate::vit::onnx::import_onnx(&onnx, &out)?;
             println!(

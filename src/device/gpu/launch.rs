@@ -1,0 +1,63 @@
+//! Launch shapes and argument conversion shared by every GPU op.
+
+use super::{DevicePtr, KernelArg, LaunchCfg};
+use crate::error::{Error, Result};
+
+/// Threads per block of the element-wise and grid-stride kernels: 8 warps, enough to hide
+/// latency with several blocks per SM, small enough that a 1-D grid stays busy on tiny ops.
+pub(crate) const BLOCK: u32 = 256;
+
+/// Most blocks a grid-stride kernel gets: 132 SMs × 16 resident blocks of 256 threads on an
+/// H100 is ~2100; more blocks only add scheduling work, and the cap keeps `i + stride` far
+/// from `i32` overflow in the kernels' index arithmetic.
+pub(crate) const MAX_GRID: usize = 4096;
+
+/// Rows (one warp each) per block of the warp-per-row kernels (layer norm, cosine).
+pub(crate) const WARPS_PER_BLOCK: u32 = 8;
+
+/// A 1-D grid-stride launch over `n` elements.
+pub(crate) fn grid_1d(n: usize) -> LaunchCfg {
+    let blocks = n.div_ceil(BLOCK as usize).clamp(1, MAX_GRID) as u32;
+    LaunchCfg {
+        grid: (blocks, 1, 1),
+        block: (BLOCK, 1, 1),
+        smem: 0,
+    }
+}
+
+/// One warp per row, [`WARPS_PER_BLOCK`] rows per block.
+pub(crate) fn warp_per_row(rows: usize) -> LaunchCfg {
+    let blocks = rows.div_ceil(WARPS_PER_BLOCK as usize).max(1) as u32;
+    LaunchCfg {
+        grid: (blocks, 1, 1),
+        block: (32 * WARPS_PER_BLOCK, 1, 1),
+        smem: 0,
+    }
+}
+
+/// Column reductions (`kernels/reduce.cu: col_sum` and friends): a block of 32×8 threads
+/// owns 32 adjacent columns, so every warp reads 128 contiguous bytes of a row.
+pub(crate) fn col_tiles(cols: usize) -> LaunchCfg {
+    LaunchCfg {
+        grid: (cols.div_ceil(32).max(1) as u32, 1, 1),
+        block: (32, 8, 1),
+        smem: 0,
+    }
+}
+
+/// A size as the `int` the kernels take, or an error naming the op when it does not fit.
+pub(crate) fn int(op: &'static str, v: usize) -> Result<KernelArg> {
+    i32::try_from(v).map(KernelArg::I32).map_err(|_| {
+        Error::Invalid(format!(
+            "{op}: size {v} exceeds the GPU kernels' 32-bit index range"
+        ))
+    })
+}
+
+pub(crate) fn ptr(p: DevicePtr) -> KernelArg {
+    KernelArg::Ptr(p)
+}
+
+pub(crate) fn f32(v: f32) -> KernelArg {
+    KernelArg::F32(v)
+}
