@@ -3,6 +3,7 @@
 
 use super::{AdamStep, Backend, Interp, Layout, Tensor};
 use crate::error::{shape_err, Error, Result};
+use crate::tensor::HostTensor;
 
 fn fmt_dims(d: &[usize]) -> String {
     format!("{d:?}")
@@ -289,6 +290,23 @@ pub fn arg(op: &'static str, ok: bool, why: impl FnOnce() -> String) -> Result<(
     } else {
         Err(Error::Invalid(format!("{op}: {}", why())))
     }
+}
+
+/// `upload`: a HostTensor's fields are public, so its data may disagree with its shape;
+/// copying it would then read or write past one of the two buffers.
+pub fn upload(host: &HostTensor) -> Result<()> {
+    if host.data.len() != host.shape.numel() {
+        return shape_err(
+            "upload",
+            format!(
+                "shape {} holds {} values, data has {}",
+                host.shape,
+                host.shape.numel(),
+                host.data.len()
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// `layernorm_fwd`: returns (R, D).
@@ -667,7 +685,6 @@ pub fn adam<B: Backend + ?Sized>(
 /// `resize`: returns (planes, H, W, H2, W2).
 pub fn resize<B: Backend + ?Sized>(
     x: &Tensor<B>,
-    interp: Interp,
     out: &Tensor<B>,
 ) -> Result<(usize, usize, usize, usize, usize)> {
     const OP: &str = "resize";
@@ -684,15 +701,20 @@ pub fn resize<B: Backend + ?Sized>(
             ),
         );
     }
+    Ok((p, h, w, h2, w2))
+}
+
+/// `resize`'s interpolation parameters: scale factors, when given, must be positive.
+pub fn resize_interp(interp: Interp) -> Result<()> {
     if let Interp::Bicubic {
         scale: Some((sh, sw)),
     } = interp
     {
-        arg(OP, sh > 0.0 && sw > 0.0, || {
+        arg("resize", sh > 0.0 && sw > 0.0, || {
             format!("scale factors ({sh}, {sw}) must be positive")
         })?;
     }
-    Ok((p, h, w, h2, w2))
+    Ok(())
 }
 
 /// `gaussian_blur`: returns (planes, H, W).

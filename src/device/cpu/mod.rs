@@ -46,18 +46,7 @@ impl Backend for Cpu {
         Ok(Tensor::from_parts(shape, vec![0.0; n]))
     }
     fn upload(&self, host: &HostTensor) -> Result<T> {
-        // HostTensor's fields are public, so its shape and data may disagree.
-        if host.data.len() != host.shape.numel() {
-            return crate::error::shape_err(
-                "upload",
-                format!(
-                    "shape {} holds {} values, data has {}",
-                    host.shape,
-                    host.shape.numel(),
-                    host.data.len()
-                ),
-            );
-        }
+        check::upload(host)?;
         Ok(Tensor::from_parts(host.shape.clone(), host.data.clone()))
     }
     fn download(&self, t: &T) -> Result<HostTensor> {
@@ -456,7 +445,8 @@ impl Backend for Cpu {
     }
 
     fn resize(&self, x: &T, interp: Interp, out: &mut T) -> Result<()> {
-        let dims = check::resize(x, interp, out)?;
+        let dims = check::resize(x, out)?;
+        check::resize_interp(interp)?;
         image::resize(&x.storage, dims, interp, &mut out.storage);
         Ok(())
     }
