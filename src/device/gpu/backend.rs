@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::launch::{col_tiles, f32, grid_1d, int, ptr, warp_per_row, BLOCK};
+use super::launch::{col_tiles, f32, grid_1d, grid_stride_count, int, ptr, warp_per_row, BLOCK};
 use super::scratch::{Scratch, ScratchGuard};
 use super::{DeviceBuffer, DevicePtr, Gemm, KernelArg, LaunchCfg, Launcher};
 use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};
@@ -65,7 +65,7 @@ impl<L: Launcher> GpuBackend<L> {
             return Ok(());
         }
         let mut all = args.to_vec();
-        all.push(int(kernel, n)?);
+        all.push(grid_stride_count(kernel, n)?);
         self.launch(kernel, grid_1d(n), &all)
     }
 
@@ -108,7 +108,7 @@ impl<L: Launcher> GpuBackend<L> {
         let blocks = cfg.grid.0 as usize;
         let scratch = self.scratch.get(&self.launcher, blocks * 8)?;
         let mut all = args.to_vec();
-        all.extend([int(kernel, n)?, ptr(scratch.ptr())]);
+        all.extend([grid_stride_count(kernel, n)?, ptr(scratch.ptr())]);
         self.launch(kernel, cfg, &all)?;
         Ok((scratch, blocks))
     }

@@ -15,6 +15,20 @@ pub(crate) const MAX_GRID: usize = 4096;
 /// Rows (one warp each) per block of the warp-per-row kernels (layer norm, cosine).
 pub(crate) const WARPS_PER_BLOCK: u32 = 8;
 
+/// The most elements a grid-stride kernel takes: its `int` index plus one grid's stride must
+/// not overflow.
+const MAX_GRID_STRIDE_ELEMS: usize = i32::MAX as usize - MAX_GRID * BLOCK as usize;
+
+/// `n` as the element count of a grid-stride kernel, or an error naming the kernel.
+pub(crate) fn grid_stride_count(kernel: &'static str, n: usize) -> Result<KernelArg> {
+    if n > MAX_GRID_STRIDE_ELEMS {
+        return Err(Error::Invalid(format!(
+            "{kernel}: {n} elements exceed the GPU kernels' 32-bit index range ({MAX_GRID_STRIDE_ELEMS})"
+        )));
+    }
+    int(kernel, n)
+}
+
 /// A 1-D grid-stride launch over `n` elements.
 pub(crate) fn grid_1d(n: usize) -> LaunchCfg {
     let blocks = n.div_ceil(BLOCK as usize).clamp(1, MAX_GRID) as u32;
