@@ -262,12 +262,13 @@ fn bias_grad_adds() {
 
 #[test]
 fn layernorm_fwd_bwd() {
-    // d = 45 takes the scalar path, d = 44 the float4 path.
+    // d = 45 takes the scalar path, d = 44 the float4 path; 87 rows make two row slices of
+    // the dw/db reduction.
     for (seed, d) in [(5u64, 45usize), (6, 44)] {
         let mut p = Pair::new(seed);
-        let x = p.rand_in(&[3, 11, d], -2.0, 3.0);
+        let x = p.rand_in(&[3, 29, d], -2.0, 3.0);
         let (w, b) = (p.rand(&[d]), p.rand(&[d]));
-        let (mut y, mut mean, mut rstd) = (p.out(&[3, 11, d]), p.out(&[3, 11]), p.out(&[33]));
+        let (mut y, mut mean, mut rstd) = (p.out(&[3, 29, d]), p.out(&[3, 29]), p.out(&[87]));
         p.cpu
             .layernorm_fwd(&x.c, &w.c, &b.c, 1e-6, &mut y.c, &mut mean.c, &mut rstd.c)
             .unwrap();
@@ -277,12 +278,12 @@ fn layernorm_fwd_bwd() {
         check(&p, "ln y", &y, REDUCE);
         check(&p, "ln mean", &mean, REDUCE);
         check(&p, "ln rstd", &rstd, REDUCE);
-        let dy = p.rand(&[3, 11, d]);
+        let dy = p.rand(&[3, 29, d]);
         for acc in [false, true] {
             let mut dx = if acc {
-                p.rand(&[3, 11, d])
+                p.rand(&[3, 29, d])
             } else {
-                p.out(&[3, 11, d])
+                p.out(&[3, 29, d])
             };
             let (mut dw, mut db) = (p.rand(&[d]), p.rand(&[d]));
             // The same saved statistics on both sides (the CPU's), so only the backward differs.

@@ -49,14 +49,23 @@ pub(crate) fn warp_per_row(rows: usize) -> LaunchCfg {
     }
 }
 
-/// Column reductions (`kernels/reduce.cu: col_sum` and friends): a block of 32×8 threads
-/// owns 32 adjacent columns, so every warp reads 128 contiguous bytes of a row.
-pub(crate) fn col_tiles(cols: usize) -> LaunchCfg {
-    LaunchCfg {
-        grid: (cols.div_ceil(32).max(1) as u32, 1, 1),
+/// Rows one block of a column reduction sums, and the most row slices: D = 768 columns make
+/// 24 column tiles, which alone would leave most of an H100's 132 SMs idle.
+const COL_ROWS_PER_SLICE: usize = 64;
+const COL_MAX_SLICES: usize = 128;
+
+/// Column reductions (`kernels/reduce.cu: col_sum`, `layernorm.cu: layernorm_bwd_params`):
+/// blocks of 32×8 threads, each owning 32 adjacent columns (every warp reads 128 contiguous
+/// bytes of a row) of one slice of rows. Returns the launch, the number of slices (each
+/// writes one row of partial sums) and the rows per slice.
+pub(crate) fn col_tiles(rows: usize, cols: usize) -> (LaunchCfg, usize, usize) {
+    let slices = rows.div_ceil(COL_ROWS_PER_SLICE).clamp(1, COL_MAX_SLICES);
+    let cfg = LaunchCfg {
+        grid: (cols.div_ceil(32).max(1) as u32, slices as u32, 1),
         block: (32, 8, 1),
         smem: 0,
-    }
+    };
+    (cfg, slices, rows.div_ceil(slices))
 }
 
 /// A size as the `int` the kernels take, or an error naming the op when it does not fit.
