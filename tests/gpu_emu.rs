@@ -516,32 +516,35 @@ fn cosine_distance_fwd_bwd() {
 
 #[test]
 fn global_cosine_with_hard_mining() {
-    let mut p = Pair::new(12);
-    let (a, b) = (p.rand(&[3, 29, 21]), p.rand(&[3, 29, 21]));
-    let (mut loss, mut pd, mut stats) = (p.out(&[1]), p.out(&[3, 29]), p.out(&[3, 3]));
-    p.cpu
-        .global_cosine_fwd(&a.c, &b.c, &mut loss.c, &mut pd.c, &mut stats.c)
-        .unwrap();
-    p.gpu
-        .global_cosine_fwd(&a.g, &b.g, &mut loss.g, &mut pd.g, &mut stats.g)
-        .unwrap();
-    check(&p, "global loss", &loss, REDUCE);
-    check(&p, "global point_dist", &pd, REDUCE);
-    check(&p, "global stats", &stats, REDUCE);
-    // The backward gets the CPU's distances and stats on both sides, so the hard-mining
-    // selection sees identical values and only the kernels are compared.
-    let pd_h = p.cpu.download(&pd.c).unwrap();
-    let stats_h = p.cpu.download(&stats.c).unwrap();
-    let (pd, stats) = (p.upload(&pd_h), p.upload(&stats_h));
-    for hard in [0.0f32, 0.37, 0.9, 1.0] {
-        let mut db = p.out(&[3, 29, 21]);
+    // 609 values per image fit one block of the stats reduction; 4757 take two slices.
+    for (seed, [bsz, t, c]) in [(12u64, [3usize, 29, 21]), (25, [2, 67, 71])] {
+        let mut p = Pair::new(seed);
+        let (a, b) = (p.rand(&[bsz, t, c]), p.rand(&[bsz, t, c]));
+        let (mut loss, mut pd, mut stats) = (p.out(&[1]), p.out(&[bsz, t]), p.out(&[bsz, 3]));
         p.cpu
-            .global_cosine_bwd(&a.c, &b.c, &pd.c, &stats.c, hard, 0.1, 1.7, &mut db.c)
+            .global_cosine_fwd(&a.c, &b.c, &mut loss.c, &mut pd.c, &mut stats.c)
             .unwrap();
         p.gpu
-            .global_cosine_bwd(&a.g, &b.g, &pd.g, &stats.g, hard, 0.1, 1.7, &mut db.g)
+            .global_cosine_fwd(&a.g, &b.g, &mut loss.g, &mut pd.g, &mut stats.g)
             .unwrap();
-        check(&p, &format!("global db p={hard}"), &db, REDUCE);
+        check(&p, "global loss", &loss, REDUCE);
+        check(&p, "global point_dist", &pd, REDUCE);
+        check(&p, "global stats", &stats, REDUCE);
+        // The backward gets the CPU's distances and stats on both sides, so the hard-mining
+        // selection sees identical values and only the kernels are compared.
+        let pd_h = p.cpu.download(&pd.c).unwrap();
+        let stats_h = p.cpu.download(&stats.c).unwrap();
+        let (pd, stats) = (p.upload(&pd_h), p.upload(&stats_h));
+        for hard in [0.0f32, 0.37, 0.9, 1.0] {
+            let mut db = p.out(&[bsz, t, c]);
+            p.cpu
+                .global_cosine_bwd(&a.c, &b.c, &pd.c, &stats.c, hard, 0.1, 1.7, &mut db.c)
+                .unwrap();
+            p.gpu
+                .global_cosine_bwd(&a.g, &b.g, &pd.g, &stats.g, hard, 0.1, 1.7, &mut db.g)
+                .unwrap();
+            check(&p, &format!("global db p={hard}"), &db, REDUCE);
+        }
     }
 }
 
