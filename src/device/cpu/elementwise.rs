@@ -1,5 +1,6 @@
 //! Element-wise ops: BLAS-1 helpers, GELU, LayerScale residuals and dropout.
 
+use super::math::{exp, normal_cdf};
 use super::par;
 use crate::device::rng::dropout_keep;
 use rayon::prelude::*;
@@ -29,57 +30,91 @@ pub fn sum_squares(x: &[f32]) -> f64 {
     partial.iter().sum()
 }
 
-/// The standard normal CDF, through erfc so that the far negative tail keeps its relative
-/// accuracy (1 + erf would cancel there).
-fn normal_cdf(x: f64) -> f64 {
-    0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
-}
-
-/// Exact GELU `x·Φ(x)`, computed in f64.
-fn gelu(x: f64) -> f64 {
+/// Exact GELU `x·Φ(x)`.
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
     x * normal_cdf(x)
 }
 
 /// `d/dx x·Φ(x) = Φ(x) + x·φ(x)`.
-fn gelu_grad(x: f64) -> f64 {
-    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+#[inline(always)]
+fn gelu_grad(x: f32) -> f32 {
+    let pdf = exp(-0.5 * x * x)
+        * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
     normal_cdf(x) + x * pdf
 }
 
-/// The bias of element `i` of a row-major `[R, n]` tensor, or 0 without a bias.
-fn bias_at(bias: Option<&[f32]>, i: usize) -> f32 {
-    bias.map_or(0.0, |b| b[i % b.len()])
+/// Runs `f(row of a, row of b, row of out)` over the `width`-wide rows of `out` in parallel,
+/// in tasks of about `ELEMS_PER_TASK` elements.
+fn rows3(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    width: usize,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync + Send,
+) {
+    let rows_per_task = (ELEMS_PER_TASK / width.max(1)).max(1);
+    out.par_chunks_mut(rows_per_task * width)
+        .enumerate()
+        .for_each(|(t, o)| {
+            let at = t * rows_per_task * width;
+            for ((o, a), b) in o
+                .chunks_mut(width)
+                .zip(a[at..].chunks(width))
+                .zip(b[at..].chunks(width))
+            {
+                f(a, b, o);
+            }
+        });
 }
 
 /// `y = gelu(x + bias)` (bias per column, optional).
 pub fn bias_gelu_fwd(x: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    y.par_iter_mut()
-        .enumerate()
-        .with_min_len(ELEMS_PER_TASK)
-        .for_each(|(i, y)| {
-            *y = gelu((x[i] + bias_at(bias, i)) as f64) as f32;
-        });
+    match bias {
+        Some(b) => rows3(x, x, y, b.len(), |x, _, y| {
+            for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
+                *y = gelu(x + b);
+            }
+        }),
+        None => rows3(x, x, y, ELEMS_PER_TASK, |x, _, y| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = gelu(x);
+            }
+        }),
+    }
 }
 
 /// `dx = dy · gelu'(x + bias)`.
 pub fn bias_gelu_bwd(dy: &[f32], x: &[f32], bias: Option<&[f32]>, dx: &mut [f32]) {
-    dx.par_iter_mut()
-        .enumerate()
-        .with_min_len(ELEMS_PER_TASK)
-        .for_each(|(i, dx)| {
-            *dx = (dy[i] as f64 * gelu_grad((x[i] + bias_at(bias, i)) as f64)) as f32;
-        });
+    match bias {
+        Some(b) => rows3(dy, x, dx, b.len(), |dy, x, dx| {
+            for (((d, &g), &x), &b) in dx.iter_mut().zip(dy).zip(x).zip(b) {
+                *d = g * gelu_grad(x + b);
+            }
+        }),
+        None => rows3(dy, x, dx, ELEMS_PER_TASK, |dy, x, dx| {
+            for ((d, &g), &x) in dx.iter_mut().zip(dy).zip(x) {
+                *d = g * gelu_grad(x);
+            }
+        }),
+    }
 }
 
-/// `out = x + gamma ⊙ y` (gamma per column; 1 when absent).
+/// `out = x + gamma ⊙ y` (gamma per column; 1 when absent). Row-wise, so the column of an
+/// element is its index in the row, not an integer division per element.
 pub fn residual_fwd(x: &[f32], y: &[f32], gamma: Option<&[f32]>, out: &mut [f32]) {
-    out.par_iter_mut()
-        .enumerate()
-        .with_min_len(ELEMS_PER_TASK)
-        .for_each(|(i, o)| {
-            let g = gamma.map_or(1.0, |g| g[i % g.len()]);
-            *o = x[i] + g * y[i];
-        });
+    match gamma {
+        Some(g) => rows3(x, y, out, g.len(), |x, y, o| {
+            for (((o, &x), &y), &g) in o.iter_mut().zip(x).zip(y).zip(g) {
+                *o = x + g * y;
+            }
+        }),
+        None => rows3(x, y, out, ELEMS_PER_TASK, |x, y, o| {
+            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                *o = x + y;
+            }
+        }),
+    }
 }
 
 /// `dy = gamma ⊙ dout`, `dgamma += Σ_rows dout ⊙ y`.
@@ -91,13 +126,14 @@ pub fn residual_bwd(
     dy: &mut [f32],
     dgamma: Option<&mut [f32]>,
 ) {
-    dy.par_iter_mut()
-        .enumerate()
-        .with_min_len(ELEMS_PER_TASK)
-        .for_each(|(i, d)| {
-            let g = gamma.map_or(1.0, |g| g[i % g.len()]);
-            *d = g * dout[i];
-        });
+    match gamma {
+        Some(g) => rows3(dout, dout, dy, g.len(), |dout, _, dy| {
+            for ((d, &o), &g) in dy.iter_mut().zip(dout).zip(g) {
+                *d = g * o;
+            }
+        }),
+        None => dy.copy_from_slice(dout),
+    }
     if let Some(dg) = dgamma {
         let d = dg.len();
         par::column_sums(

@@ -344,21 +344,39 @@ pub fn bench_kernels<L: Launcher>(
 /// sizes, correctness only).
 pub fn run(device: &str, reps: usize) -> Result<Vec<BenchRow>> {
     match device {
-        "emu" => bench_kernels(&GpuBackend::new(super::emu::Emu::new()), BenchSize::Small, reps),
-        "cuda" => bench_kernels(&GpuBackend::new(super::cuda::Cuda::new(0)?), BenchSize::Vit, reps),
-        other => Err(Error::Invalid(format!("bench kernels: device {other:?} must be cuda or emu"))),
+        "emu" => bench_kernels(
+            &GpuBackend::new(super::emu::Emu::new()),
+            BenchSize::Small,
+            reps,
+        ),
+        "cuda" => bench_kernels(
+            &GpuBackend::new(super::cuda::Cuda::new(0)?),
+            BenchSize::Vit,
+            reps,
+        ),
+        other => Err(Error::Invalid(format!(
+            "bench kernels: device {other:?} must be cuda or emu"
+        ))),
     }
 }
 
 /// The rows as an aligned text table.
 pub fn format_rows(rows: &[BenchRow]) -> String {
-    let mut out = format!("{:<22} {:<34} {:>10} {:>10} {:>16} {:>8}\n", "op", "shape", "rel err", "ms", "rate", "of peak");
+    let mut out = format!(
+        "{:<22} {:<34} {:>10} {:>10} {:>16} {:>8}\n",
+        "op", "shape", "rel err", "ms", "rate", "of peak"
+    );
     for r in rows {
         let (ms, rate, frac) = match (r.ms, r.rate()) {
-            (Some(ms), Some((rate, frac))) => (format!("{ms:.3}"), rate, format!("{:.1} %", 100.0 * frac)),
+            (Some(ms), Some((rate, frac))) => {
+                (format!("{ms:.3}"), rate, format!("{:.1} %", 100.0 * frac))
+            }
             _ => ("-".into(), "-".into(), "-".into()),
         };
-        out += &format!("{:<22} {:<34} {:>10.2e} {:>10} {:>16} {:>8}\n", r.op, r.shape, r.rel_err, ms, rate, frac);
+        out += &format!(
+            "{:<22} {:<34} {:>10.2e} {:>10} {:>16} {:>8}\n",
+            r.op, r.shape, r.rel_err, ms, rate, frac
+        );
     }
     out
 }
