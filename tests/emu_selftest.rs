@@ -775,5 +775,29 @@ fn emulator_speed() {
         flops / t / 1e9
     );
 
+    // Launch overhead: one block runs on the calling thread; two blocks on two OS threads
+    // start one helper thread per launch.
+    let (dx, dy) = (Buf::new(&[1f32; 64]), Buf::new(&[2f32; 64]));
+    let (mut py, mut px, mut a, mut nn) = (dy.ptr, dx.ptr, 3f32, 64i32);
+    let mut args = [arg(&mut py), arg(&mut px), arg(&mut a), arg(&mut nn)];
+    for (threads, blocks) in [(1u32, 1u32), (2, 2)] {
+        unsafe { kdad_emu_set_threads(threads) };
+        let start = std::time::Instant::now();
+        for _ in 0..1000 {
+            launch(
+                "emu_selftest_axpy",
+                (blocks, 1, 1),
+                (32, 1, 1),
+                0,
+                &mut args,
+            )
+            .unwrap();
+        }
+        println!(
+            "launch of {blocks} block(s) of 32 threads on {threads} OS thread(s): {:.1} us wall",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+
     unsafe { kdad_emu_set_threads(0) };
 }

@@ -583,6 +583,7 @@ void fail(const char* fmt, ...) {
         // Device code called outside a launch: nothing can carry the error back.
         std::fprintf(stderr, "kdad emulator: ");
         std::vfprintf(stderr, fmt, ap);
+        va_end(ap);
         std::fprintf(stderr, " (outside a kernel launch)\n");
         std::abort();
     }

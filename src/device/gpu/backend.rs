@@ -177,6 +177,7 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     }
 
     fn upload(&self, host: &HostTensor) -> Result<T<L>> {
+        check::upload(host)?;
         let t = self.alloc(host.dims())?;
         self.launcher
             .htod(bytemuck::cast_slice(&host.data), t.storage.ptr())?;
