@@ -110,7 +110,7 @@ impl<L: Launcher> GpuBackend<L> {
         self.launch_1d("col_sum_finish", cols, &args)
     }
 
-    /// Round `src` to bf16 into the scratch area at byte offset `at`.
+    /// Round `src` to bf16 into device memory at `dst` (scratch owned by the caller).
     pub(super) fn cast_bf16(&self, src: &T<L>, dst: DevicePtr) -> Result<()> {
         self.launch_1d("cast_f32_bf16", src.numel(), &[p(src), ptr(dst)])
     }

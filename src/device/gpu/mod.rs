@@ -9,6 +9,11 @@
 //! bf16 on load and accumulate in f32. Keeping activations and frozen weights in bf16, as
 //! the design asks, halves the memory traffic of the bandwidth-bound kernels; it is the
 //! next step and changes only the storage type and the load/store helpers of the kernels.
+//!
+//! Use: `GpuBackend::new(emu::Emu::new())` (always available) or
+//! `GpuBackend::new(cuda::Cuda::new(0)?)` (an `Error::Unavailable` saying why when there is
+//! no driver, no device or no compiled kernels). Flash attention takes head dims up to 64;
+//! larger heads get `Error::Unavailable` naming the op.
 
 mod backend;
 pub mod bench;
