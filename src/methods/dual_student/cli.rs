@@ -29,8 +29,10 @@ pub fn teacher_path(flag: Option<PathBuf>) -> PathBuf {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Data set layout: mvtec, mpdd (MVTec layout), or `category` for one MVTec-layout
-    /// category folder (train/good, test/*, ground_truth/*).
+    /// Data set layout: `category` for one MVTec-layout category folder (train/good, test/*,
+    /// ground_truth/*), or one of: mvtec, mpdd, visa, loco, realiad, elpv (mono cells; the
+    /// elpv_dataset package folder), elpv-poly, elpv-all, cifar10, cifar10-uniad, cifar100,
+    /// fmnist, folders (see `kdad::data::DATASETS`).
     #[arg(long, default_value = "category")]
     pub dataset: String,
     /// The data set root, or the category folder for `--dataset category`.
@@ -47,7 +49,7 @@ impl DataArgs {
         let cats = if self.dataset == "category" {
             vec![crate::data::mvtec::category(&self.root)?]
         } else {
-            let mut ds = crate::data::mvtec::load(&self.dataset, &self.root)?;
+            let mut ds = crate::data::open_dataset(&self.dataset, &self.root)?;
             if let Some(c) = &self.category {
                 ds = ds.select(c)?;
             }
