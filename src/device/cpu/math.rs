@@ -14,7 +14,7 @@ pub fn normal_cdf(x: f32) -> f32 {
     for c in [
         -0.822_152_23,
         1.488_515_9,
-        -1.135_203_98,
+        -1.135_204,
         0.278_868_07,
         -0.186_288_06,
         0.096_784_18,
@@ -71,7 +71,7 @@ mod tests {
             let got = super::normal_cdf(x) as f64;
             body = body.max((got - want).abs());
             let rel = ((got - want) / want).abs();
-            if x < 0.0 && x >= -6.0 {
+            if (-6.0..0.0).contains(&x) {
                 near = near.max(rel);
             } else if x < -6.0 {
                 far = far.max(rel);
