@@ -4,34 +4,39 @@
 //! Run: `cargo bench --bench gemm [-- --reps N --filter NAME]` (threads: rayon's default,
 //! one per core; `RAYON_NUM_THREADS` changes it). Each size runs N times (default 10) after
 //! a warm-up and reports the best run, since a shared machine adds noise but never speed.
+//! The last column divides the FLOPs by the CPU time each thread actually ran: on a loaded
+//! machine it estimates the idle-machine speed, which the wall-clock columns cannot show.
 
 use kdad::device::cpu::Cpu;
 use kdad::device::{Backend, Layout};
 use kdad::tensor::Rng;
-use std::time::Instant;
 
-/// The value after `--name` on the command line.
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
+mod common;
+use common::{arg, timed};
 
-/// Best wall times of `reps` alternating runs of `f` and `g`, in seconds, after one warm-up
-/// run of each: alternating gives both the same share of a noisy machine.
-fn best_of_pair(reps: usize, mut f: impl FnMut(), mut g: impl FnMut()) -> (f64, f64) {
-    let time = |h: &mut dyn FnMut()| {
-        let t = Instant::now();
-        h();
-        t.elapsed().as_secs_f64()
-    };
+/// Best of `reps` alternating runs of `f` and `g` after one warm-up of each (alternating gives
+/// both the same share of a noisy machine): the best wall time of each, and of `f` the best
+/// CPU time per thread, which is what the wall time would be if every thread had a core to
+/// itself (an estimate for a loaded machine; rayon's brief spinning makes it pessimistic).
+fn best_of_pair(
+    reps: usize,
+    threads: usize,
+    mut f: impl FnMut(),
+    mut g: impl FnMut(),
+) -> (f64, f64, Option<f64>) {
     f();
     g();
-    (0..reps).fold((f64::INFINITY, f64::INFINITY), |(bf, bg), _| {
-        (bf.min(time(&mut f)), bg.min(time(&mut g)))
-    })
+    let (mut best_f, mut best_g, mut best_cpu) = (f64::INFINITY, f64::INFINITY, None::<f64>);
+    for _ in 0..reps {
+        let (wall, cpu) = timed(&mut f);
+        best_f = best_f.min(wall);
+        if let Some(cpu) = cpu {
+            let per_thread = cpu / threads as f64;
+            best_cpu = Some(best_cpu.map_or(per_thread, |b| b.min(per_thread)));
+        }
+        best_g = best_g.min(timed(&mut g).0);
+    }
+    (best_f, best_g, best_cpu)
 }
 
 /// The same product through the `gemm` crate directly, with the strides the layout implies:
@@ -86,15 +91,19 @@ fn bench(
     let b = cpu.upload(&rng.tensor(b_dims, -1.0, 1.0)).unwrap();
     let mut out = cpu.zeros(&[m, n]).unwrap();
     let mut direct_out = vec![0.0f32; m * n];
-    let (secs, direct) = best_of_pair(
+    let threads = rayon::current_num_threads();
+    let (secs, direct, cpu_secs) = best_of_pair(
         reps,
+        threads,
         || cpu.matmul(&a, &b, None, &mut out, layout, false).unwrap(),
         || gemm_direct(a.storage(), b.storage(), &mut direct_out, mkn, layout),
     );
     let flops = 2.0 * (m * n * k) as f64;
     let bytes = 4.0 * (m * k + k * n + m * n) as f64;
+    let per_core = cpu_secs.map_or("n/a".to_string(), |c| format!("{:.1}", flops / c / 1e9));
     println!(
-        "{what:<18} {layout:?} m={m:<5} k={k:<5} n={n:<5} {:>9.3} ms {:>7.1} GFLOP/s {:>6.1} GB/s   (gemm crate direct: {:>7.1} GFLOP/s)",
+        "{what:<18} {layout:?} m={m:<5} k={k:<5} n={n:<5} {:>9.3} ms {:>7.1} GFLOP/s {:>6.1} GB/s | \
+         gemm direct {:>6.1} GFLOP/s | on {threads} own cores (CPU time) {per_core:>6} GFLOP/s",
         secs * 1e3,
         flops / secs / 1e9,
         bytes / secs / 1e9,

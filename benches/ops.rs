@@ -1,15 +1,17 @@
 //! CPU op throughput through the Backend trait, at ViT-S / Dinomaly sizes: 4 images of 789
 //! tokens (392 px, patch 14, 4 registers), width 384, 6 heads of 64.
 //!
-//! Run: `cargo bench --bench ops` (`--reps N`, default 5; `RAYON_NUM_THREADS` for threads).
-//! Reports the best of N runs after a warm-up. Bytes count each operand read or written
+//! Run: `cargo bench --bench ops [-- --reps N]` (default 5; `RAYON_NUM_THREADS` for
+//! threads). Reports the best of N runs after a warm-up. Bytes count each operand read or written
 //! once (the minimum traffic); FLOPs count multiply-adds as 2 and are given only where the
 //! op is arithmetic-bound enough for them to mean something.
 
 use kdad::device::cpu::Cpu;
 use kdad::device::{AdamStep, Backend, Interp, Tensor};
 use kdad::tensor::Rng;
-use std::time::Instant;
+
+mod common;
+use common::{arg, timed};
 
 const B: usize = 4;
 const N: usize = 789;
@@ -17,15 +19,6 @@ const D: usize = 384;
 const H: usize = 6;
 const HD: usize = D / H;
 const ROWS: usize = B * N;
-
-fn reps_from_args() -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--reps")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
-}
 
 struct Bench {
     cpu: Cpu,
@@ -40,25 +33,29 @@ impl Bench {
     fn zeros(&self, dims: &[usize]) -> Tensor<Cpu> {
         self.cpu.zeros(dims).unwrap()
     }
-    /// Time `f` (best of reps after a warm-up) and print one line.
+    /// Time `f` (best of reps after a warm-up) and print one line: wall time, the implied
+    /// bandwidth and FLOP rate, and the CPU time all threads used (on an idle machine the
+    /// wall time lies between that divided by the thread count and that itself).
     fn run(&self, what: &str, floats: usize, flops: f64, mut f: impl FnMut(&Cpu)) {
-        f(&self.cpu);
-        let secs = (0..self.reps)
-            .map(|_| {
-                let t = Instant::now();
-                f(&self.cpu);
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min);
+        let cpu = self.cpu;
+        let mut g = || f(&cpu);
+        g();
+        let (mut wall, mut cpu_time) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..self.reps {
+            let (w, c) = timed(&mut g);
+            wall = wall.min(w);
+            cpu_time = cpu_time.min(c.unwrap_or(f64::NAN));
+        }
         let gflops = if flops > 0.0 {
-            format!("{:>8.1} GFLOP/s", flops / secs / 1e9)
+            format!("{:>7.1} GFLOP/s", flops / wall / 1e9)
         } else {
-            String::new()
+            " ".repeat(15)
         };
         println!(
-            "{what:<44} {:>9.3} ms {:>7.2} GB/s {gflops}",
-            secs * 1e3,
-            4.0 * floats as f64 / secs / 1e9
+            "{what:<44} {:>9.3} ms {:>7.2} GB/s {gflops} | CPU {:>9.3} ms",
+            wall * 1e3,
+            4.0 * floats as f64 / wall / 1e9,
+            cpu_time * 1e3
         );
     }
 }
@@ -67,7 +64,7 @@ fn main() {
     let mut b = Bench {
         cpu: Cpu::new(),
         rng: Rng::new(7),
-        reps: reps_from_args(),
+        reps: arg("--reps").and_then(|v| v.parse().ok()).unwrap_or(5),
     };
     println!(
         "cpu ops, f32, {} threads, best of {}; B={B} N={N} D={D} heads={H}",

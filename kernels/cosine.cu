@@ -6,10 +6,12 @@
 //   cosine_bwd            db = dd[r] · ∂d/∂b = -dd·(a - (a·b / |b|²)·b) / (|a||b|): one warp
 //                         per row, a second pass from L1. 8 B read (twice), 4 B written,
 //                         ~10 FLOP per element.
-//   global_cosine_stats   stats[i] = (a·b, |a|², |b|²) over image i's T·C values, one block of
-//                         256 threads per image, f64 accumulation (T·C is ~6·10^5 for
-//                         ViT-B at 392 px). 8 B read, 6 FLOP per element.
-//   global_cosine_loss    loss = mean_i (1 - cos_i): one warp.
+//   global_cosine_stats   f64 partial sums of (a·b, |a|², |b|²) over slices of image i's T·C
+//                         values (~6·10^5 for ViT-B at 392 px): grid (slices, B) of 256
+//                         threads, so a small batch still fills the GPU. 8 B read, 6 FLOP
+//                         per element.
+//   global_cosine_loss    one warp: each image's partials added in order into stats[i], then
+//                         loss = mean_i (1 - cos_i).
 //   kth_largest           the hard-mining threshold, the k-th largest of the B·T point
 //                         distances, into thr[0]: one block of 1024 threads, radix select
 //                         (select.cuh) on the device, so the backward needs no host round
@@ -69,11 +71,13 @@ extern "C" __global__ void cosine_bwd(const float* dd, const float* a, const flo
 }
 KDAD_KERNEL(cosine_bwd)
 
-extern "C" __global__ void global_cosine_stats(const float* a, const float* b, float* stats, int per_image) {
+extern "C" __global__ void global_cosine_stats(const float* a, const float* b, double* partial, int per_image,
+                                               int per_slice) {
     __shared__ double red[3][256];
-    const size_t off = static_cast<size_t>(blockIdx.x) * per_image;
+    const size_t off = static_cast<size_t>(blockIdx.y) * per_image;
+    const int i0 = blockIdx.x * per_slice, i1 = min(per_image, i0 + per_slice);
     double ab = 0.0, aa = 0.0, bb = 0.0;
-    for (int i = threadIdx.x; i < per_image; i += blockDim.x) {
+    for (int i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
         const double x = a[off + i], y = b[off + i];
         ab += x * y;
         aa += x * x;
@@ -89,18 +93,27 @@ extern "C" __global__ void global_cosine_stats(const float* a, const float* b, f
         }
         __syncthreads();
     }
-    if (threadIdx.x < 3) stats[blockIdx.x * 3 + threadIdx.x] = static_cast<float>(red[threadIdx.x][0]);
+    if (threadIdx.x < 3) partial[(static_cast<size_t>(blockIdx.y) * gridDim.x + blockIdx.x) * 3 + threadIdx.x] = red[threadIdx.x][0];
 }
 KDAD_KERNEL(global_cosine_stats)
 
-extern "C" __global__ void global_cosine_loss(const float* stats, float* loss, int images) {
-    float acc = 0.0f;
+extern "C" __global__ void global_cosine_loss(const double* partial, float* stats, float* loss, int images,
+                                              int slices) {
+    double acc = 0.0;
     for (int i = threadIdx.x; i < images; i += 32) {
-        const float* s = stats + 3 * i;
-        acc += 1.0f - s[0] / fmaxf(sqrtf(s[1]) * sqrtf(s[2]), cosine::kEps);
+        double s[3] = {0.0, 0.0, 0.0};
+        for (int k = 0; k < slices; ++k) {
+            for (int j = 0; j < 3; ++j) s[j] += partial[(static_cast<size_t>(i) * slices + k) * 3 + j];
+        }
+        for (int j = 0; j < 3; ++j) stats[3 * i + j] = static_cast<float>(s[j]);
+        acc += 1.0 - s[0] / fmax(sqrt(s[1]) * sqrt(s[2]), static_cast<double>(cosine::kEps));
     }
-    acc = warp_sum(acc);
-    if (threadIdx.x == 0) loss[0] = acc / images;
+    acc += __shfl_xor_sync(0xffffffffu, acc, 16);
+    acc += __shfl_xor_sync(0xffffffffu, acc, 8);
+    acc += __shfl_xor_sync(0xffffffffu, acc, 4);
+    acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+    if (threadIdx.x == 0) loss[0] = static_cast<float>(acc / images);
 }
 KDAD_KERNEL(global_cosine_loss)
 

@@ -10,9 +10,9 @@
 //   layernorm_bwd_dx     dx (=, or += when accumulate) = rstd·(g - mean(g) - x̂·mean(g·x̂))
 //                        with g = dy·w: one warp per row as above. 8 B read, 4 B written,
 //                        ~10 FLOP per element.
-//   layernorm_bwd_params dw[c] += Σ_r dy·x̂, db[c] += Σ_r dy: one block of 32×8 threads per
-//                        32 columns (coalesced rows, shared-memory sum, no atomics).
-//                        8 B read, 5 FLOP per element.
+//   layernorm_bwd_params partial sums of dy·x̂ and dy per slice of rows, as reduce.cu's
+//                        col_sum (grid (ceil(d / 32), slices) of 32×8 threads); col_sum_finish
+//                        adds them into dw and db. 8 B read, 5 FLOP per element.
 #include "common.cuh"
 
 namespace layernorm {
@@ -86,13 +86,14 @@ extern "C" __global__ void layernorm_bwd_dx(const float* dy, const float* x, con
 KDAD_KERNEL(layernorm_bwd_dx)
 
 extern "C" __global__ void layernorm_bwd_params(const float* dy, const float* x, const float* mean, const float* rstd,
-                                                float* dw, float* db, int rows, int d) {
+                                                float* part_dw, float* part_db, int rows, int d, int rows_per_slice) {
     __shared__ float part_w[8][33];
     __shared__ float part_b[8][33];
     const int c = blockIdx.x * 32 + threadIdx.x;
+    const int r0 = blockIdx.y * rows_per_slice, r1 = min(rows, r0 + rows_per_slice);
     float aw = 0.0f, ab = 0.0f;
     if (c < d) {
-        for (int r = threadIdx.y; r < rows; r += 8) {
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
             const size_t i = static_cast<size_t>(r) * d + c;
             aw += dy[i] * (x[i] - mean[r]) * rstd[r];
             ab += dy[i];
@@ -107,8 +108,8 @@ extern "C" __global__ void layernorm_bwd_params(const float* dy, const float* x,
             tw += part_w[y][threadIdx.x];
             tb += part_b[y][threadIdx.x];
         }
-        dw[c] += tw;
-        db[c] += tb;
+        part_dw[static_cast<size_t>(blockIdx.y) * d + c] = tw;
+        part_db[static_cast<size_t>(blockIdx.y) * d + c] = tb;
     }
 }
 KDAD_KERNEL(layernorm_bwd_params)

@@ -3,11 +3,14 @@
 //   sum_squares_partial  Σ x² of n values into per-block f64 partials (the host adds the
 //                        ≤ 256 partials): grid-stride, up to 256 blocks × 256 threads.
 //                        4 B read, 2 FLOP (f64) per element.
-//   col_sum              out[c] += Σ_r a[r,c]·b[r,c] (b may be null: bias gradients, and
-//                        LayerScale's dgamma with b = y). One block of 32×8 threads per 32
-//                        columns: each warp reads 128 contiguous bytes of a row, the 8 warps
-//                        take every 8th row, then a shared-memory sum. Deterministic (no
-//                        atomics). 4 or 8 B read, 2 FLOP per element.
+//   col_sum              partial[s, c] = Σ_r a[r,c]·b[r,c] over slice s of the rows (b may be
+//                        null: bias gradients, and LayerScale's dgamma with b = y). Grid
+//                        (ceil(cols / 32), slices) of 32×8 threads: each warp reads 128
+//                        contiguous bytes of a row, the 8 warps take every 8th row of the
+//                        slice, then a shared-memory sum. 4 or 8 B read, 2 FLOP per element.
+//   col_sum_finish       out[c] += Σ_s partial[s, c], in slice order: the two passes keep
+//                        column reductions deterministic (no atomics) while the row slices
+//                        fill the GPU. Grid-stride over the columns.
 //   topk_mean            out[r] = mean of the k largest of row r of x [rows, m]: one block of
 //                        256 threads per row, radix select (select.cuh) then one summing pass:
 //                        5 reads of 4 B per element, ~10 integer ops per element and pass.
@@ -31,12 +34,14 @@ extern "C" __global__ void sum_squares_partial(const float* x, int n, double* pa
 }
 KDAD_KERNEL(sum_squares_partial)
 
-extern "C" __global__ void col_sum(const float* a, const float* b, float* out, int rows, int cols) {
+extern "C" __global__ void col_sum(const float* a, const float* b, float* partial, int rows, int cols,
+                                   int rows_per_slice) {
     __shared__ float part[8][33];
     const int c = blockIdx.x * 32 + threadIdx.x;
+    const int r0 = blockIdx.y * rows_per_slice, r1 = min(rows, r0 + rows_per_slice);
     float acc = 0.0f;
     if (c < cols) {
-        for (int r = threadIdx.y; r < rows; r += 8) {
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
             const size_t i = static_cast<size_t>(r) * cols + c;
             acc += b ? a[i] * b[i] : a[i];
         }
@@ -46,10 +51,19 @@ extern "C" __global__ void col_sum(const float* a, const float* b, float* out, i
     if (threadIdx.y == 0 && c < cols) {
         float total = 0.0f;
         for (int y = 0; y < 8; ++y) total += part[y][threadIdx.x];
-        out[c] += total;
+        partial[static_cast<size_t>(blockIdx.y) * cols + c] = total;
     }
 }
 KDAD_KERNEL(col_sum)
+
+extern "C" __global__ void col_sum_finish(const float* partial, float* out, int slices, int cols) {
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += blockDim.x * gridDim.x) {
+        float total = 0.0f;
+        for (int s = 0; s < slices; ++s) total += partial[static_cast<size_t>(s) * cols + c];
+        out[c] += total;
+    }
+}
+KDAD_KERNEL(col_sum_finish)
 
 extern "C" __global__ void topk_mean(const float* x, float* out, int rows, int m, int k) {
     __shared__ unsigned hist[256];

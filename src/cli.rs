@@ -1,8 +1,12 @@
 //! The `kdad` command line: argument definitions and dispatch. Each subcommand is a thin
 //! adapter over a library entry point, so everything the CLI does is available to embedders.
 
+use crate::device::cpu::Cpu;
+use crate::device::gpu::{cuda::Cuda, emu::Emu, GpuBackend};
+use crate::methods::dual_student;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,8 +25,41 @@ pub struct Cli {
     /// CPU threads for the CPU backend and data workers (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// Where the models run: `cpu` (f32 reference backend), `cuda` (the first NVIDIA GPU,
+    /// hand-written kernels + cuBLASLt), or `emu` (the same kernels on the emulated device:
+    /// slow, for checking kernels without a GPU).
+    #[arg(long, global = true, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Emu,
+    Cuda,
+}
+
+/// Run `$body` with `$b` bound to an `Arc` of the backend `$dev` names; each arm is its own
+/// monomorphisation of the generic library code.
+macro_rules! on_device {
+    ($dev:expr, |$b:ident| $body:expr) => {
+        match $dev {
+            DeviceKind::Cpu => {
+                let $b = Arc::new(Cpu::new());
+                $body
+            }
+            DeviceKind::Emu => {
+                let $b = Arc::new(GpuBackend::new(Emu::new()));
+                $body
+            }
+            DeviceKind::Cuda => {
+                let $b = Arc::new(GpuBackend::new(Cuda::new(0)?));
+                $body
+            }
+        }
+    };
 }
 
 #[derive(Subcommand, Debug)]
@@ -33,6 +70,12 @@ pub enum Command {
     /// Import or inspect teacher weights.
     #[command(subcommand)]
     Weights(WeightsCommand),
+    /// Train the dual student (Dinomaly encoder-decoder + class-token encoder-encoder).
+    Train(dual_student::cli::TrainArgs),
+    /// Score images with a trained dual student: per-image CSV/JSON, optional heatmaps.
+    Score(dual_student::cli::ScoreArgs),
+    /// Evaluate a trained dual student on a data set's test split (image and pixel AUROC).
+    Eval(dual_student::cli::EvalArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -43,10 +86,8 @@ pub enum BenchCommand {
     /// Check every GPU kernel family against the CPU backend, then time it: on `cuda` with
     /// ViT-B sizes (time, TFLOP/s or GB/s, fraction of an H100's peak), on `emu` with small
     /// sizes and correctness only.
+    /// Runs on the global `--device` (cuda or emu).
     Kernels {
-        /// cuda or emu.
-        #[arg(long, default_value = "cuda")]
-        device: String,
         /// Timed calls per kernel.
         #[arg(long, default_value_t = 20)]
         reps: usize,
@@ -77,11 +118,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Info => crate::info::print(),
-        Command::Bench(BenchCommand::Kernels { device, reps }) => {
-            let rows = crate::device::gpu::bench::run(&device, reps)?;
+        Command::Bench(BenchCommand::Kernels { reps }) => {
+            let device = match cli.device {
+                DeviceKind::Cpu => anyhow::bail!(
+                    "bench kernels times the GPU kernels: pass --device cuda (a GPU) or \
+                     --device emu (correctness only, on the emulated device)"
+                ),
+                DeviceKind::Emu => "emu",
+                DeviceKind::Cuda => "cuda",
+            };
+            let rows = crate::device::gpu::bench::run(device, reps)?;
             print!("{}", crate::device::gpu::bench::format_rows(&rows));
             Ok(())
         }
+        Command::Train(a) => on_device!(cli.device, |b| Ok(dual_student::cli::run_train(a, b)?)),
+        Command::Score(a) => on_device!(cli.device, |b| Ok(dual_student::cli::run_score(a, b)?)),
+        Command::Eval(a) => on_device!(cli.device, |b| Ok(dual_student::cli::run_eval(a, b)?)),
         Command::Weights(WeightsCommand::ImportOnnx { onnx, out }) => {
             let r = crate::vit::onnx::import_onnx(&onnx, &out)?;
             println!(

@@ -7,7 +7,9 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod info;
+pub mod methods;
 pub mod tensor;
+pub mod train;
 pub mod vit;
 
 pub use error::{Error, Result};

@@ -648,3 +648,20 @@ fn datasets_open_by_name() {
         .to_string();
     assert!(err.contains("mnist-ish") && err.contains("mvtec"), "{err}");
 }
+
+#[test]
+fn cifar100_uses_the_coarse_superclasses() {
+    // Fixture batch (scripts/make_data_fixtures.py): coarse labels 19 0 4 4 0 11, names
+    // super0..super19 in the meta file.
+    let tmp = TempDir::new("cifar100");
+    std::fs::copy(fixture("cifar100_batch.pkl"), tmp.path().join("train")).unwrap();
+    std::fs::copy(fixture("cifar100_batch.pkl"), tmp.path().join("test")).unwrap();
+    std::fs::copy(fixture("cifar100_meta.pkl"), tmp.path().join("meta")).unwrap();
+    let set = kdad::data::cifar::cifar100_coarse(tmp.path()).unwrap();
+    assert_eq!(set.classes.len(), 20);
+    assert_eq!(set.classes[4], "super4");
+    let labels: Vec<usize> = set.test.iter().map(|(_, c)| *c).collect();
+    assert_eq!(labels, [19, 0, 4, 4, 0, 11]);
+    let c = set.normal_classes(&[4]).unwrap();
+    assert_eq!((c.name.as_str(), c.split.train.len()), ("super4", 2));
+}

@@ -408,6 +408,33 @@ fn block_reductions() {
 }
 
 #[test]
+fn syncthreads_count_and_or() {
+    let n = 96usize;
+    for (n_true, one) in [(96, 5), (95, -1)] {
+        let out = Buf::new(&vec![-1i32; 4 * n]);
+        let (mut po, mut nt, mut o) = (out.ptr, n_true, one);
+        let mut args = [arg(&mut po), arg(&mut nt), arg(&mut o)];
+        launch(
+            "emu_selftest_sync_count",
+            (1, 1, 1),
+            (n as u32, 1, 1),
+            0,
+            &mut args,
+        )
+        .unwrap();
+        let got = out.read();
+        for t in 0..n {
+            let want = [32, (n_true == 96) as i32, (one >= 0) as i32, 48];
+            assert_eq!(
+                got[4 * t..4 * t + 4],
+                want,
+                "thread {t}, n_true {n_true}, one {one}"
+            );
+        }
+    }
+}
+
+#[test]
 fn atomics_across_blocks_on_two_os_threads() {
     unsafe { kdad_emu_set_threads(2) };
     let (blocks, threads) = (64u32, 128u32);
@@ -774,6 +801,30 @@ fn emulator_speed() {
         t * 1e3,
         flops / t / 1e9
     );
+
+    // Launch overhead: one block runs on the calling thread; two blocks on two OS threads
+    // start one helper thread per launch.
+    let (dx, dy) = (Buf::new(&[1f32; 64]), Buf::new(&[2f32; 64]));
+    let (mut py, mut px, mut a, mut nn) = (dy.ptr, dx.ptr, 3f32, 64i32);
+    let mut args = [arg(&mut py), arg(&mut px), arg(&mut a), arg(&mut nn)];
+    for (threads, blocks) in [(1u32, 1u32), (2, 2)] {
+        unsafe { kdad_emu_set_threads(threads) };
+        let start = std::time::Instant::now();
+        for _ in 0..1000 {
+            launch(
+                "emu_selftest_axpy",
+                (blocks, 1, 1),
+                (32, 1, 1),
+                0,
+                &mut args,
+            )
+            .unwrap();
+        }
+        println!(
+            "launch of {blocks} block(s) of 32 threads on {threads} OS thread(s): {:.1} us wall",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
 
     unsafe { kdad_emu_set_threads(0) };
 }

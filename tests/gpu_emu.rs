@@ -262,12 +262,13 @@ fn bias_grad_adds() {
 
 #[test]
 fn layernorm_fwd_bwd() {
-    // d = 45 takes the scalar path, d = 44 the float4 path.
+    // d = 45 takes the scalar path, d = 44 the float4 path; 87 rows make two row slices of
+    // the dw/db reduction.
     for (seed, d) in [(5u64, 45usize), (6, 44)] {
         let mut p = Pair::new(seed);
-        let x = p.rand_in(&[3, 11, d], -2.0, 3.0);
+        let x = p.rand_in(&[3, 29, d], -2.0, 3.0);
         let (w, b) = (p.rand(&[d]), p.rand(&[d]));
-        let (mut y, mut mean, mut rstd) = (p.out(&[3, 11, d]), p.out(&[3, 11]), p.out(&[33]));
+        let (mut y, mut mean, mut rstd) = (p.out(&[3, 29, d]), p.out(&[3, 29]), p.out(&[87]));
         p.cpu
             .layernorm_fwd(&x.c, &w.c, &b.c, 1e-6, &mut y.c, &mut mean.c, &mut rstd.c)
             .unwrap();
@@ -277,12 +278,12 @@ fn layernorm_fwd_bwd() {
         check(&p, "ln y", &y, REDUCE);
         check(&p, "ln mean", &mean, REDUCE);
         check(&p, "ln rstd", &rstd, REDUCE);
-        let dy = p.rand(&[3, 11, d]);
+        let dy = p.rand(&[3, 29, d]);
         for acc in [false, true] {
             let mut dx = if acc {
-                p.rand(&[3, 11, d])
+                p.rand(&[3, 29, d])
             } else {
-                p.out(&[3, 11, d])
+                p.out(&[3, 29, d])
             };
             let (mut dw, mut db) = (p.rand(&[d]), p.rand(&[d]));
             // The same saved statistics on both sides (the CPU's), so only the backward differs.
@@ -515,32 +516,35 @@ fn cosine_distance_fwd_bwd() {
 
 #[test]
 fn global_cosine_with_hard_mining() {
-    let mut p = Pair::new(12);
-    let (a, b) = (p.rand(&[3, 29, 21]), p.rand(&[3, 29, 21]));
-    let (mut loss, mut pd, mut stats) = (p.out(&[1]), p.out(&[3, 29]), p.out(&[3, 3]));
-    p.cpu
-        .global_cosine_fwd(&a.c, &b.c, &mut loss.c, &mut pd.c, &mut stats.c)
-        .unwrap();
-    p.gpu
-        .global_cosine_fwd(&a.g, &b.g, &mut loss.g, &mut pd.g, &mut stats.g)
-        .unwrap();
-    check(&p, "global loss", &loss, REDUCE);
-    check(&p, "global point_dist", &pd, REDUCE);
-    check(&p, "global stats", &stats, REDUCE);
-    // The backward gets the CPU's distances and stats on both sides, so the hard-mining
-    // selection sees identical values and only the kernels are compared.
-    let pd_h = p.cpu.download(&pd.c).unwrap();
-    let stats_h = p.cpu.download(&stats.c).unwrap();
-    let (pd, stats) = (p.upload(&pd_h), p.upload(&stats_h));
-    for hard in [0.0f32, 0.37, 0.9, 1.0] {
-        let mut db = p.out(&[3, 29, 21]);
+    // 609 values per image fit one block of the stats reduction; 4757 take two slices.
+    for (seed, [bsz, t, c]) in [(12u64, [3usize, 29, 21]), (25, [2, 67, 71])] {
+        let mut p = Pair::new(seed);
+        let (a, b) = (p.rand(&[bsz, t, c]), p.rand(&[bsz, t, c]));
+        let (mut loss, mut pd, mut stats) = (p.out(&[1]), p.out(&[bsz, t]), p.out(&[bsz, 3]));
         p.cpu
-            .global_cosine_bwd(&a.c, &b.c, &pd.c, &stats.c, hard, 0.1, 1.7, &mut db.c)
+            .global_cosine_fwd(&a.c, &b.c, &mut loss.c, &mut pd.c, &mut stats.c)
             .unwrap();
         p.gpu
-            .global_cosine_bwd(&a.g, &b.g, &pd.g, &stats.g, hard, 0.1, 1.7, &mut db.g)
+            .global_cosine_fwd(&a.g, &b.g, &mut loss.g, &mut pd.g, &mut stats.g)
             .unwrap();
-        check(&p, &format!("global db p={hard}"), &db, REDUCE);
+        check(&p, "global loss", &loss, REDUCE);
+        check(&p, "global point_dist", &pd, REDUCE);
+        check(&p, "global stats", &stats, REDUCE);
+        // The backward gets the CPU's distances and stats on both sides, so the hard-mining
+        // selection sees identical values and only the kernels are compared.
+        let pd_h = p.cpu.download(&pd.c).unwrap();
+        let stats_h = p.cpu.download(&stats.c).unwrap();
+        let (pd, stats) = (p.upload(&pd_h), p.upload(&stats_h));
+        for hard in [0.0f32, 0.37, 0.9, 1.0] {
+            let mut db = p.out(&[bsz, t, c]);
+            p.cpu
+                .global_cosine_bwd(&a.c, &b.c, &pd.c, &stats.c, hard, 0.1, 1.7, &mut db.c)
+                .unwrap();
+            p.gpu
+                .global_cosine_bwd(&a.g, &b.g, &pd.g, &stats.g, hard, 0.1, 1.7, &mut db.g)
+                .unwrap();
+            check(&p, &format!("global db p={hard}"), &db, REDUCE);
+        }
     }
 }
 

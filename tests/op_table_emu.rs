@@ -2,8 +2,6 @@
 //! the CPU backend and finite differences, through the same kernels and launch code a real
 //! GPU runs.
 
-// The table's coverage check (also in this module) is run by tests/op_table.rs.
-#[allow(dead_code)]
 mod common;
 
 use common::op_table::{run_table, Tolerance};

@@ -112,6 +112,8 @@ namespace kdad_emu {
 [[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 // __syncthreads; the call site is recorded so that two different barriers are told apart.
 void sync_block(const char* file, int line);
+// __syncthreads_count: the barrier, returning how many threads passed a nonzero predicate.
+int sync_block_count(int predicate, const char* file, int line);
 // Waits for every lane of the calling warp (the warp barrier under all warp collectives).
 void sync_warp();
 // Lane of the calling thread and the lanes that exist in its warp (fewer than 32 in the last
@@ -153,6 +155,11 @@ inline void check_width(int width, const char* what) {
 // ---- Barriers, warp collectives ------------------------------------------------------------
 
 #define __syncthreads() ::kdad_emu::sync_block(__FILE__, __LINE__)
+#define __syncthreads_count(predicate) ::kdad_emu::sync_block_count((predicate), __FILE__, __LINE__)
+#define __syncthreads_and(predicate)                                      \
+    (::kdad_emu::sync_block_count((predicate), __FILE__, __LINE__) ==     \
+     static_cast<int>(blockDim.x * blockDim.y * blockDim.z))
+#define __syncthreads_or(predicate) (::kdad_emu::sync_block_count((predicate), __FILE__, __LINE__) != 0)
 
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
     ::kdad_emu::exchange_begin(mask, "__syncwarp");

@@ -156,6 +156,10 @@ struct Worker {
     unsigned q_head = 0, q_len = 0;
     unsigned n_threads = 0, n_done = 0;
     unsigned block_arrived = 0;
+    unsigned block_gen = 0;  // completed block barriers; its parity picks block_count's slot
+    // Predicate counts of __syncthreads_count, double-buffered like the warp exchanges: the
+    // first arrival at the next barrier may reset its slot while others still read this one.
+    unsigned block_count[2] = {0, 0};
     const char* barrier_file = nullptr;
     int barrier_line = 0;
     unsigned current = 0;
@@ -463,6 +467,7 @@ bool run_block(Worker& w, const Launch& launch, unsigned b) {
     w.n_threads = n;
     w.n_done = 0;
     w.block_arrived = 0;
+    w.block_gen = 0;
     w.q_head = 0;
     w.q_len = 0;
     w.failed = false;
@@ -583,6 +588,7 @@ void fail(const char* fmt, ...) {
         // Device code called outside a launch: nothing can carry the error back.
         std::fprintf(stderr, "kdad emulator: ");
         std::vfprintf(stderr, fmt, ap);
+        va_end(ap);
         std::fprintf(stderr, " (outside a kernel launch)\n");
         std::abort();
     }
@@ -608,6 +614,7 @@ void sync_block(const char* file, int line) {
     }
     if (++w.block_arrived == w.n_threads) {
         w.block_arrived = 0;
+        ++w.block_gen;
         for (unsigned i = 0; i < w.n_threads; ++i) {
             if (w.fibers[i].state == State::AtBlockBarrier) {
                 w.fibers[i].state = State::Ready;
@@ -620,6 +627,15 @@ void sync_block(const char* file, int line) {
     Fiber& f = current_fiber();
     f.state = State::AtBlockBarrier;
     run_next(w, &f.sp);
+}
+
+int sync_block_count(int predicate, const char* file, int line) {
+    Worker& w = worker();
+    const unsigned slot = w.block_gen & 1;
+    if (w.block_arrived == 0) w.block_count[slot] = 0;
+    w.block_count[slot] += predicate != 0;
+    sync_block(file, line);
+    return static_cast<int>(w.block_count[slot]);
 }
 
 void sync_warp() {

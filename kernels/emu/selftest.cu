@@ -244,3 +244,17 @@ extern "C" __global__ void emu_selftest_deadlock(float* out) {
     out[threadIdx.x] = 1.0f;
 }
 KDAD_KERNEL(emu_selftest_deadlock)
+
+// Per thread t of a 1-D block: out[4t..4t+3] = __syncthreads_count(t % 3 == 0),
+// __syncthreads_and(t < n_true), __syncthreads_or(t == one), and a second count (t odd) right
+// after the first, which must not disturb threads still reading the first.
+extern "C" __global__ void emu_selftest_sync_count(int* out, int n_true, int one) {
+    const int t = threadIdx.x;
+    const int c = __syncthreads_count(t % 3 == 0);
+    const int odd = __syncthreads_count(t % 2);
+    out[4 * t + 0] = c;
+    out[4 * t + 1] = __syncthreads_and(t < n_true);
+    out[4 * t + 2] = __syncthreads_or(t == one);
+    out[4 * t + 3] = odd;
+}
+KDAD_KERNEL(emu_selftest_sync_count)

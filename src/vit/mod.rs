@@ -71,4 +71,4 @@ pub mod weights;
 pub use block::{block_backward, block_forward, BlockActs, BlockScratch};
 pub use config::{Attn, BlockConfig, PosInterp, VitConfig};
 pub use model::{ForwardSpec, OutputGrads, ParamGrad, Vit, VitOutput};
-pub use params::{BlockGrads, BlockParams, Init, VitGrads, VitParams};
+pub use params::{trunc_normal, BlockGrads, BlockParams, Init, VitGrads, VitParams};

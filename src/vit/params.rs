@@ -43,7 +43,9 @@ impl Init {
     }
 }
 
-fn trunc_normal(rng: &mut Rng, shape: &[usize], std: f32, bound: f32) -> HostTensor {
+/// Values from N(0, std²), redrawn outside ±bound (timm's `trunc_normal_` with absolute
+/// bounds); also initialises the dual student's bottleneck.
+pub fn trunc_normal(rng: &mut Rng, shape: &[usize], std: f32, bound: f32) -> HostTensor {
     let n: usize = shape.iter().product();
     let mut data = Vec::with_capacity(n);
     while data.len() < n {

@@ -1466,6 +1466,19 @@ fn check_memory_ops<B: Backend>(be: &B) {
     let h = Rng::new(3).tensor([7, 2], -1.0, 1.0);
     let back = be.download(&be.upload(&h).unwrap()).unwrap();
     assert_eq!(back.dims(), h.dims());
+    let inconsistent = HostTensor {
+        shape: [7, 3].into(),
+        data: h.data.clone(),
+    };
+    match be.upload(&inconsistent) {
+        Err(e @ Error::Shape { op: "upload", .. }) => {
+            assert!(e.to_string().contains("[7, 3]"), "{e}")
+        }
+        other => panic!(
+            "upload of a shape/data mismatch on {} gave {other:?}",
+            be.name()
+        ),
+    }
     let err = back.max_abs_diff(&h).unwrap() as f64;
     assert!(
         err <= 1e-2 * h.data.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64,

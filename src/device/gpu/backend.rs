@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::launch::{col_tiles, f32, grid_1d, int, ptr, warp_per_row, BLOCK};
+use super::launch::{col_tiles, f32, grid_1d, grid_stride_count, int, ptr, warp_per_row, BLOCK};
 use super::scratch::{Scratch, ScratchGuard};
 use super::{DeviceBuffer, DevicePtr, Gemm, KernelArg, LaunchCfg, Launcher};
 use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};
@@ -65,11 +65,12 @@ impl<L: Launcher> GpuBackend<L> {
             return Ok(());
         }
         let mut all = args.to_vec();
-        all.push(int(kernel, n)?);
+        all.push(grid_stride_count(kernel, n)?);
         self.launch(kernel, grid_1d(n), &all)
     }
 
-    /// `out[c] += Σ_r a[r, c] · b[r, c]` (`b` = 1 when absent).
+    /// `out[c] += Σ_r a[r, c] · b[r, c]` (`b` = 1 when absent): partial sums per slice of
+    /// rows, then one pass adding them up in order (deterministic, no atomics).
     pub(super) fn col_sum(
         &self,
         a: &T<L>,
@@ -78,17 +79,35 @@ impl<L: Launcher> GpuBackend<L> {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
+        const OP: &str = "col_sum";
         if rows == 0 || cols == 0 {
             return Ok(());
         }
+        let (cfg, slices, per_slice) = col_tiles(rows, cols);
+        let partial = self.scratch.get(&self.launcher, slices * cols * 4)?;
         let args = [
             p(a),
             opt(b),
-            p(out),
-            int("col_sum", rows)?,
-            int("col_sum", cols)?,
+            ptr(partial.ptr()),
+            int(OP, rows)?,
+            int(OP, cols)?,
+            int(OP, per_slice)?,
         ];
-        self.launch("col_sum", col_tiles(cols), &args)
+        self.launch("col_sum", cfg, &args)?;
+        self.col_sum_finish(partial.ptr(), p(out), slices, cols)
+    }
+
+    /// `out[c] += Σ_s partial[s, c]` over the `slices` rows of partial sums of a column
+    /// reduction.
+    pub(super) fn col_sum_finish(
+        &self,
+        partial: DevicePtr,
+        out: KernelArg,
+        slices: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let args = [ptr(partial), out, int("col_sum_finish", slices)?];
+        self.launch_1d("col_sum_finish", cols, &args)
     }
 
     /// Round `src` to bf16 into the scratch area at byte offset `at`.
@@ -108,7 +127,7 @@ impl<L: Launcher> GpuBackend<L> {
         let blocks = cfg.grid.0 as usize;
         let scratch = self.scratch.get(&self.launcher, blocks * 8)?;
         let mut all = args.to_vec();
-        all.extend([int(kernel, n)?, ptr(scratch.ptr())]);
+        all.extend([grid_stride_count(kernel, n)?, ptr(scratch.ptr())]);
         self.launch(kernel, cfg, &all)?;
         Ok((scratch, blocks))
     }
@@ -158,6 +177,7 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     }
 
     fn upload(&self, host: &HostTensor) -> Result<T<L>> {
+        check::upload(host)?;
         let t = self.alloc(host.dims())?;
         self.launcher
             .htod(bytemuck::cast_slice(&host.data), t.storage.ptr())?;
@@ -300,8 +320,23 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         let acc = KernelArg::I32(accumulate_dx as i32);
         let args = [p(dy), p(x), p(w), p(mean), p(rstd), p(dx), r, c, acc];
         self.launch("layernorm_bwd_dx", warp_per_row(rows), &args)?;
-        let args = [p(dy), p(x), p(mean), p(rstd), p(dw), p(db), r, c];
-        self.launch("layernorm_bwd_params", col_tiles(d), &args)
+        let (cfg, slices, per_slice) = col_tiles(rows, d);
+        let partial = self.scratch.get(&self.launcher, 2 * slices * d * 4)?;
+        let (pw, pb) = (partial.ptr(), partial.ptr().offset(slices * d * 4));
+        let args = [
+            p(dy),
+            p(x),
+            p(mean),
+            p(rstd),
+            ptr(pw),
+            ptr(pb),
+            r,
+            c,
+            int(OP, per_slice)?,
+        ];
+        self.launch("layernorm_bwd_params", cfg, &args)?;
+        self.col_sum_finish(pw, p(dw), slices, d)?;
+        self.col_sum_finish(pb, p(db), slices, d)
     }
 
     fn attention_fwd(

@@ -305,3 +305,23 @@ impl Launcher for Cuda {
         Ok(Some(ms as f64))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without a driver (or without kernels) asking for the device is an error that says
+    /// why; cudarc would panic if anything touched the driver first.
+    #[test]
+    fn missing_driver_or_kernels_is_an_error_not_a_panic() {
+        let Some(why) = unusable() else {
+            return; // a usable CUDA setup: nothing to check here
+        };
+        let e = Cuda::new(0)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("cuda") && e.contains(&why), "{e}");
+        assert!(status().starts_with("unavailable: "), "{}", status());
+    }
+}

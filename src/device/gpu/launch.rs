@@ -15,6 +15,20 @@ pub(crate) const MAX_GRID: usize = 4096;
 /// Rows (one warp each) per block of the warp-per-row kernels (layer norm, cosine).
 pub(crate) const WARPS_PER_BLOCK: u32 = 8;
 
+/// The most elements a grid-stride kernel takes: its `int` index plus one grid's stride must
+/// not overflow.
+const MAX_GRID_STRIDE_ELEMS: usize = i32::MAX as usize - MAX_GRID * BLOCK as usize;
+
+/// `n` as the element count of a grid-stride kernel, or an error naming the kernel.
+pub(crate) fn grid_stride_count(kernel: &'static str, n: usize) -> Result<KernelArg> {
+    if n > MAX_GRID_STRIDE_ELEMS {
+        return Err(Error::Invalid(format!(
+            "{kernel}: {n} elements exceed the GPU kernels' 32-bit index range ({MAX_GRID_STRIDE_ELEMS})"
+        )));
+    }
+    int(kernel, n)
+}
+
 /// A 1-D grid-stride launch over `n` elements.
 pub(crate) fn grid_1d(n: usize) -> LaunchCfg {
     let blocks = n.div_ceil(BLOCK as usize).clamp(1, MAX_GRID) as u32;
@@ -35,14 +49,23 @@ pub(crate) fn warp_per_row(rows: usize) -> LaunchCfg {
     }
 }
 
-/// Column reductions (`kernels/reduce.cu: col_sum` and friends): a block of 32×8 threads
-/// owns 32 adjacent columns, so every warp reads 128 contiguous bytes of a row.
-pub(crate) fn col_tiles(cols: usize) -> LaunchCfg {
-    LaunchCfg {
-        grid: (cols.div_ceil(32).max(1) as u32, 1, 1),
+/// Rows one block of a column reduction sums, and the most row slices: D = 768 columns make
+/// 24 column tiles, which alone would leave most of an H100's 132 SMs idle.
+const COL_ROWS_PER_SLICE: usize = 64;
+const COL_MAX_SLICES: usize = 128;
+
+/// Column reductions (`kernels/reduce.cu: col_sum`, `layernorm.cu: layernorm_bwd_params`):
+/// blocks of 32×8 threads, each owning 32 adjacent columns (every warp reads 128 contiguous
+/// bytes of a row) of one slice of rows. Returns the launch, the number of slices (each
+/// writes one row of partial sums) and the rows per slice.
+pub(crate) fn col_tiles(rows: usize, cols: usize) -> (LaunchCfg, usize, usize) {
+    let slices = rows.div_ceil(COL_ROWS_PER_SLICE).clamp(1, COL_MAX_SLICES);
+    let cfg = LaunchCfg {
+        grid: (cols.div_ceil(32).max(1) as u32, slices as u32, 1),
         block: (32, 8, 1),
         smem: 0,
-    }
+    };
+    (cfg, slices, rows.div_ceil(slices))
 }
 
 /// A size as the `int` the kernels take, or an error naming the op when it does not fit.

@@ -7,6 +7,11 @@ use super::{DevicePtr, GpuBackend, LaunchCfg, Launcher};
 use crate::device::{check, Backend};
 use crate::error::Result;
 
+/// Values of one image that one block of `global_cosine_stats` sums (16 per thread), and the
+/// most blocks per image.
+const STATS_VALUES_PER_BLOCK: usize = 4096;
+const STATS_MAX_SLICES: usize = 64;
+
 /// Threads of the single block that selects the hard-mining threshold: the B·T distances
 /// (a few thousand) are read 4 times (one 8-bit radix digit each), so one block suffices.
 const SELECT_THREADS: u32 = 1024;
@@ -51,27 +56,41 @@ impl<L: Launcher> GpuBackend<L> {
             return self.fill(loss, 0.0);
         }
         self.cosine_fwd(a, b, point_dist)?;
+        // Each image's a·b, |a|², |b|² in f64 partial sums over slices of its T·C values
+        // (one block per slice and image, so a batch of 8 still fills the GPU), then one
+        // warp adds the partials in order and writes stats and the loss.
         let per_image = a.numel() / bsz;
+        let slices = per_image
+            .div_ceil(STATS_VALUES_PER_BLOCK)
+            .clamp(1, STATS_MAX_SLICES);
+        let per_slice = per_image.div_ceil(slices);
+        let partial = self.scratch.get(&self.launcher, bsz * slices * 3 * 8)?;
         let cfg = LaunchCfg {
-            grid: (bsz as u32, 1, 1),
+            grid: (slices as u32, bsz as u32, 1),
             block: (256, 1, 1),
             smem: 0,
         };
-        self.launch(
-            "global_cosine_stats",
-            cfg,
-            &[p(a), p(b), p(stats), int(OP, per_image)?],
-        )?;
+        let args = [
+            p(a),
+            p(b),
+            ptr(partial.ptr()),
+            int(OP, per_image)?,
+            int(OP, per_slice)?,
+        ];
+        self.launch("global_cosine_stats", cfg, &args)?;
         let cfg = LaunchCfg {
             grid: (1, 1, 1),
             block: (32, 1, 1),
             smem: 0,
         };
-        self.launch(
-            "global_cosine_loss",
-            cfg,
-            &[p(stats), p(loss), int(OP, bsz)?],
-        )
+        let args = [
+            ptr(partial.ptr()),
+            p(stats),
+            p(loss),
+            int(OP, bsz)?,
+            int(OP, slices)?,
+        ];
+        self.launch("global_cosine_loss", cfg, &args)
     }
 
     #[allow(clippy::too_many_arguments)]
