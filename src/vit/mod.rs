@@ -36,6 +36,13 @@
 //!   adds into the gradients. `named_params()`, `named_params_mut()`, `named_grads()`,
 //!   `params_and_grads_mut()` (for optimisers), `zero_grads(backend)`.
 //!
+//! A teacher from a file: `let w = weights::load_safetensors(path)?;` then
+//! `let cfg = VitConfig::from_shape(&w.shape, heads).with_pos_interp(..);` and
+//! `Vit::frozen(cfg, VitParams::from_host(backend, &cfg, &w.tensors)?)`. Parameters are
+//! named canonically, but `cls_token`, `pos_embed`, `register_tokens` and the patch-embedding
+//! weight are held in the 2-D shapes the ops take (see `params.rs`); `to_host` restores the
+//! canonical shapes for checkpoints.
+//!
 //! Token order is `[cls, registers.., patches..]` (row-major patch grid); registers get no
 //! position embedding. Tap outputs are raw block outputs (no final norm), as Dinomaly uses.
 //!
