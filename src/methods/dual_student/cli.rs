@@ -6,12 +6,14 @@ use super::config::DualStudentConfig;
 use super::model::{DualStudent, Score};
 use super::teacher::{load_teacher, Teacher};
 use super::train::{train, TrainOptions};
-use crate::data::decode::{decode_mask, decode_rgb};
+use crate::data::decode::decode_rgb;
 use crate::data::prefetch::prefetch;
-use crate::data::preprocess::{geometry_mask, geometry_rgb, normalize, Geometry};
-use crate::data::{ImageSource, Sample};
+use crate::data::preprocess::{geometry_rgb, normalize, Geometry};
+use crate::data::{Dataset, ImageSource, Sample};
 use crate::device::Backend;
 use crate::error::{Error, Result};
+use crate::eval::postprocess::Map;
+use crate::eval::{EvalOptions, ImageScore};
 use crate::tensor::HostTensor;
 use crate::train::atomic::write_atomic;
 use std::path::{Path, PathBuf};
@@ -45,16 +47,23 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    fn samples(&self) -> Result<(Vec<Sample>, Vec<Sample>)> {
-        let cats = if self.dataset == "category" {
-            vec![crate::data::mvtec::category(&self.root)?]
-        } else {
-            let mut ds = crate::data::open_dataset(&self.dataset, &self.root)?;
-            if let Some(c) = &self.category {
-                ds = ds.select(c)?;
+    fn dataset(&self) -> Result<Dataset> {
+        let mut ds = if self.dataset == "category" {
+            Dataset {
+                name: "category".into(),
+                categories: vec![crate::data::mvtec::category(&self.root)?],
             }
-            ds.categories
+        } else {
+            crate::data::open_dataset(&self.dataset, &self.root)?
         };
+        if let Some(c) = &self.category {
+            ds = ds.select(c)?;
+        }
+        Ok(ds)
+    }
+
+    fn samples(&self) -> Result<(Vec<Sample>, Vec<Sample>)> {
+        let cats = self.dataset()?.categories;
         let train = cats.iter().flat_map(|c| c.split.train.clone()).collect();
         let test = cats.iter().flat_map(|c| c.split.test.clone()).collect();
         Ok((train, test))
@@ -345,85 +354,73 @@ fn csv_field(s: &str) -> String {
 pub struct EvalArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    /// Checkpoint directory of a finished run.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Teacher weights, if not at the path recorded in the checkpoint.
     #[arg(long)]
     pub teacher: Option<PathBuf>,
-    /// Write the metrics (and per-image scores) as JSON here.
+    /// Report folder: report.json, report.csv, scores.csv, a ROC curve per category and
+    /// heatmap overlays (image | map | mask). Written atomically; an earlier report there is
+    /// only replaced by a complete one.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Heatmap overlays written per category.
+    #[arg(long, default_value_t = 8)]
+    pub heatmaps: usize,
 }
 
-/// Image-level metrics of each score and the pixel metrics of the ED maps on a test split.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct EvalReport {
-    pub images: usize,
-    pub anomalous: usize,
-    pub image_local: crate::eval::metrics::Ranking,
-    pub image_semantic: crate::eval::metrics::Ranking,
-    pub image_joint: crate::eval::metrics::Ranking,
-    /// Pooled over all test pixels at the crop size; absent without masks.
-    pub pixel: Option<crate::eval::metrics::Ranking>,
-    pub seconds: f64,
-}
-
+/// Evaluate on the test split of every selected category: the image score is the Noisy-OR
+/// joint score (ranked by its evidence `-log(1 - p)`), the pixel maps are the ED student's
+/// smoothed maps. Prints the per-category table and the image AUROC of each student alone.
 pub fn run_eval<B: Backend>(args: EvalArgs, backend: Arc<B>) -> Result<()> {
     let t0 = std::time::Instant::now();
     let mut model = load_model(&args.checkpoint, args.teacher.clone(), backend)?;
-    let (_, test) = args.data.samples()?;
-    if test.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no test images",
-            args.data.root.display()
-        )));
-    }
+    let dataset = args.data.dataset()?;
     let g = geometry(model.config());
-    let has_masks = test.iter().any(|s| s.mask.is_some());
-    let labels: Vec<u8> = test.iter().map(|s| s.label.is_anomalous() as u8).collect();
-    let (mut local, mut semantic, mut joint) = (vec![], vec![], vec![]);
-    let (mut pix, mut pix_labels) = (Vec::new(), Vec::new());
-    let sources = test.iter().map(|s| s.source.clone()).collect();
-    score_stream(&mut model, sources, args.batch, |i, s| {
-        local.push(s.local as f32);
-        semantic.push(s.semantic as f32);
-        joint.push(s.evidence as f32);
-        if has_masks {
-            pix.extend_from_slice(&s.map.data);
-            match &test[i].mask {
-                Some(m) => pix_labels.extend(geometry_mask(&decode_mask(m)?.mask, g).into_raw()),
-                None => pix_labels.extend(std::iter::repeat_n(0u8, s.map.numel())),
-            }
-        }
-        Ok(())
-    })?;
-    let rank = crate::eval::metrics::ranking;
-    let report = EvalReport {
-        images: test.len(),
-        anomalous: labels.iter().filter(|&&l| l > 0).count(),
-        image_local: rank(&local, &labels)?,
-        image_semantic: rank(&semantic, &labels)?,
-        image_joint: rank(&joint, &labels)?,
-        pixel: if has_masks {
-            Some(crate::eval::metrics::ranking_owned(pix, &pix_labels)?)
-        } else {
-            None
-        },
-        seconds: t0.elapsed().as_secs_f64(),
+    let opts = EvalOptions {
+        geometry: g,
+        mask_size: g.crop,
+        // The model's maps are already smoothed as Dinomaly does (5x5, sigma 4).
+        smoothing: None,
+        image_score: ImageScore::FromScorer,
+        batch_size: args.batch.max(1),
+        heatmaps_per_category: args.heatmaps,
+        ..EvalOptions::quick()
     };
+    let (mut local, mut semantic, mut labels) = (vec![], vec![], vec![]);
+    let report = crate::eval::evaluate(&dataset, &opts, |imgs| {
+        let c = g.crop as usize;
+        let tensors = imgs
+            .iter()
+            .map(|p| HostTensor::new([3, c, c], p.tensor.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let scores = model.score_batch(&tensors)?;
+        let mut out = Vec::with_capacity(scores.len());
+        for (p, s) in imgs.iter().zip(scores) {
+            local.push(s.local as f32);
+            semantic.push(s.semantic as f32);
+            labels.push(p.label.is_anomalous() as u8);
+            out.push((s.evidence as f32, Some(Map::new(c, c, s.map.data)?)));
+        }
+        Ok(out)
+    })?;
+    print!("{}", report.table());
+    let rank = crate::eval::metrics::ranking;
     println!(
-        "image AUROC: local {:.4}, semantic {:.4}, joint {:.4}; pixel AUROC {}",
-        report.image_local.auroc,
-        report.image_semantic.auroc,
-        report.image_joint.auroc,
-        report
-            .pixel
-            .map_or("n/a (no masks)".into(), |p| format!("{:.4}", p.auroc))
+        "image AUROC over all categories by student: local (ED) {:.4}, semantic (EE) {:.4}; \
+         {} images in {:.1} s",
+        rank(&local, &labels)?.auroc,
+        rank(&semantic, &labels)?.auroc,
+        labels.len(),
+        t0.elapsed().as_secs_f64()
     );
     if let Some(out) = &args.out {
-        let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
-        write_atomic(out, &json)?;
+        report.write(out)?;
+        println!("report written to {}", out.display());
     }
     Ok(())
 }

@@ -113,8 +113,30 @@ pub fn serialize(
         })
         .collect::<Result<Vec<_>>>()?;
     let info = (!metadata.is_empty()).then(|| metadata.clone());
-    safetensors::tensor::serialize(views, info)
-        .map_err(|e| Error::Invalid(format!("safetensors: {e}")))
+    let mut out = safetensors::tensor::serialize(views, info)
+        .map_err(|e| Error::Invalid(format!("safetensors: {e}")))?;
+    sort_header(&mut out)?;
+    Ok(out)
+}
+
+/// Rewrites the JSON header of serialized safetensors bytes with its keys sorted. The crate
+/// writes `__metadata__` in `HashMap` order, which differs from process to process; the
+/// teacher's identity is the sha256 of its file, so the same import must give the same bytes.
+/// Sorting keeps the header's length (same keys and values), so the data offsets stay valid.
+fn sort_header(bytes: &mut [u8]) -> Result<()> {
+    let bad = |why: &str| Error::Invalid(format!("safetensors header: {why}"));
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| bad("too short"))?) as usize;
+    let header = bytes.get(8..8 + n).ok_or_else(|| bad("length past the end"))?;
+    // serde_json's Map is a BTreeMap (no `preserve_order`), so this sorts every object.
+    let value: serde_json::Value =
+        serde_json::from_slice(header.trim_ascii_end()).map_err(|e| bad(&e.to_string()))?;
+    let sorted = serde_json::to_vec(&value).map_err(|e| bad(&e.to_string()))?;
+    if sorted.len() > n {
+        return Err(bad("sorted header is longer than the original"));
+    }
+    bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
+    bytes[8 + sorted.len()..8 + n].fill(b' ');
+    Ok(())
 }
 
 /// Writes `bytes` to `path` so that `path` is either untouched or complete: a temporary file

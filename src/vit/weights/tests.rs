@@ -452,3 +452,27 @@ fn standard_heads_and_counts() {
     assert_eq!(vits.parameter_count(), 22_056_192);
     assert_eq!(vits.standard_heads(), Some(6));
 }
+
+#[test]
+fn serialized_bytes_do_not_depend_on_metadata_map_order() {
+    let canon = random_canonical(&tiny(), 3);
+    let keys: Vec<String> = (0..12).map(|i| format!("key{i:02}")).collect();
+    // Each HashMap gets its own random hasher keys, so insertion in different orders into
+    // fresh maps exercises different iteration orders.
+    let bytes: Vec<Vec<u8>> = (0..8)
+        .map(|r| {
+            let mut order = keys.clone();
+            Rng::new(r).shuffle(&mut order);
+            let meta: HashMap<String, String> =
+                order.iter().map(|k| (k.clone(), format!("value of {k}"))).collect();
+            io::serialize(&canon, &meta).unwrap()
+        })
+        .collect();
+    assert!(bytes.windows(2).all(|w| w[0] == w[1]));
+    let f = TempFile::new("sorted", "safetensors");
+    io::write_atomic(&f.0, &bytes[0]).unwrap();
+    let w = load_safetensors(&f.0).unwrap();
+    assert_eq!(w.tensors, canon);
+    assert_eq!(w.metadata.len(), keys.len());
+    assert_eq!(w.metadata["key07"], "value of key07");
+}
