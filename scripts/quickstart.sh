@@ -10,7 +10,7 @@ bash scripts/setup.sh
 . scripts/env.sh
 ELPV=$(.venv/bin/python -c "import elpv_dataset, os; print(os.path.dirname(elpv_dataset.__file__))")
 OUT=runs/elpv-quickstart
-STEPS="${STEPS:-300}"
+STEPS="${STEPS:-200}"
 KDAD=target/release/kdad
 start=$(date +%s)
 "$KDAD" train --dataset elpv --root "$ELPV" --out "$OUT" --steps "$STEPS" "$@"

@@ -126,7 +126,9 @@ pub fn serialize(
 fn sort_header(bytes: &mut [u8]) -> Result<()> {
     let bad = |why: &str| Error::Invalid(format!("safetensors header: {why}"));
     let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| bad("too short"))?) as usize;
-    let header = bytes.get(8..8 + n).ok_or_else(|| bad("length past the end"))?;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or_else(|| bad("length past the end"))?;
     // serde_json's Map is a BTreeMap (no `preserve_order`), so this sorts every object.
     let value: serde_json::Value =
         serde_json::from_slice(header.trim_ascii_end()).map_err(|e| bad(&e.to_string()))?;

@@ -463,8 +463,10 @@ fn serialized_bytes_do_not_depend_on_metadata_map_order() {
         .map(|r| {
             let mut order = keys.clone();
             Rng::new(r).shuffle(&mut order);
-            let meta: HashMap<String, String> =
-                order.iter().map(|k| (k.clone(), format!("value of {k}"))).collect();
+            let meta: HashMap<String, String> = order
+                .iter()
+                .map(|k| (k.clone(), format!("value of {k}")))
+                .collect();
             io::serialize(&canon, &meta).unwrap()
         })
         .collect();
