@@ -86,7 +86,7 @@ fn build_fatbins(root: &Path, out: &Path, sources: &[PathBuf]) {
     let Some(nvcc) = find_nvcc(root) else {
         println!(
             "cargo:warning=nvcc not found ($NVCC, $CUDA_HOME/bin, PATH, .venv): building without \
-             GPU kernels; scripts/setup-nvcc.sh installs the pinned nvcc, then `touch build.rs`"
+             GPU kernels (scripts/setup-nvcc.sh installs the pinned one)"
         );
         std::fs::write(&fatbins_rs, "pub static FATBINS: &[(&str, &[u8])] = &[];\n").unwrap();
         return;
@@ -217,7 +217,14 @@ fn build_emulator(root: &Path, kernels_dir: &Path, out: &Path, sources: &[PathBu
         // The library is linked into executables only, so the fast TLS model is valid; it
         // turns every threadIdx and shared-memory access into one %fs-relative load.
         .flag("-ftls-model=initial-exec")
-        .flag_if_supported("-Wno-unused-parameter")
+        // Large stack frames probe every page, so a kernel thread that outgrows its fiber
+        // stack hits the guard page (an error) instead of the next thread's stack.
+        .flag("-fstack-clash-protection")
+        // Idioms of CUDA code that nvcc accepts silently: `#pragma unroll`, comparing the
+        // unsigned threadIdx with int sizes, parameters a kernel variant does not use.
+        .flag("-Wno-unknown-pragmas")
+        .flag("-Wno-sign-compare")
+        .flag("-Wno-unused-parameter")
         // __FILE__ in barrier errors reads kernels/x.cu, not this machine's absolute path.
         .flag(format!("-fmacro-prefix-map={}/=", root.display()));
     // -m flags only for features the Rust target itself already assumes, so the library runs

@@ -1,1 +1,138 @@
-fn main() {}
+//! CPU matmul throughput through the Backend trait, at the sizes the model runs, next to
+//! the same product through the `gemm` crate called directly.
+//!
+//! Run: `cargo bench --bench gemm [-- --reps N --filter NAME]` (threads: rayon's default,
+//! one per core; `RAYON_NUM_THREADS` changes it). Each size runs N times (default 10) after
+//! a warm-up and reports the best run, since a shared machine adds noise but never speed.
+//! The last column divides the FLOPs by the CPU time each thread actually ran: on a loaded
+//! machine it estimates the idle-machine speed, which the wall-clock columns cannot show.
+
+use kdad::device::cpu::Cpu;
+use kdad::device::{Backend, Layout};
+use kdad::tensor::Rng;
+
+mod common;
+use common::{arg, timed};
+
+/// Best of `reps` alternating runs of `f` and `g` after one warm-up of each (alternating gives
+/// both the same share of a noisy machine): the best wall time of each, and of `f` the best
+/// CPU time per thread, which is what the wall time would be if every thread had a core to
+/// itself (an estimate for a loaded machine; rayon's brief spinning makes it pessimistic).
+fn best_of_pair(
+    reps: usize,
+    threads: usize,
+    mut f: impl FnMut(),
+    mut g: impl FnMut(),
+) -> (f64, f64, Option<f64>) {
+    f();
+    g();
+    let (mut best_f, mut best_g, mut best_cpu) = (f64::INFINITY, f64::INFINITY, None::<f64>);
+    for _ in 0..reps {
+        let (wall, cpu) = timed(&mut f);
+        best_f = best_f.min(wall);
+        if let Some(cpu) = cpu {
+            let per_thread = cpu / threads as f64;
+            best_cpu = Some(best_cpu.map_or(per_thread, |b| b.min(per_thread)));
+        }
+        best_g = best_g.min(timed(&mut g).0);
+    }
+    (best_f, best_g, best_cpu)
+}
+
+/// The same product through the `gemm` crate directly, with the strides the layout implies:
+/// the baseline that shows what the Backend's wrapper costs.
+fn gemm_direct(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    layout: Layout,
+) {
+    let (a_rs, a_cs) = if layout == Layout::TN { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if layout == Layout::NT { (1, k) } else { (n, 1) };
+    // SAFETY: a, b and out hold exactly the m×k, k×n and m×n matrices these strides address.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        )
+    }
+}
+
+fn bench(
+    cpu: &Cpu,
+    rng: &mut Rng,
+    reps: usize,
+    what: &str,
+    mkn: (usize, usize, usize),
+    layout: Layout,
+) {
+    let (m, k, n) = mkn;
+    let a_dims = if layout == Layout::TN { [k, m] } else { [m, k] };
+    let b_dims = if layout == Layout::NT { [n, k] } else { [k, n] };
+    let a = cpu.upload(&rng.tensor(a_dims, -1.0, 1.0)).unwrap();
+    let b = cpu.upload(&rng.tensor(b_dims, -1.0, 1.0)).unwrap();
+    let mut out = cpu.zeros(&[m, n]).unwrap();
+    let mut direct_out = vec![0.0f32; m * n];
+    let threads = rayon::current_num_threads();
+    let (secs, direct, cpu_secs) = best_of_pair(
+        reps,
+        threads,
+        || cpu.matmul(&a, &b, None, &mut out, layout, false).unwrap(),
+        || gemm_direct(a.storage(), b.storage(), &mut direct_out, mkn, layout),
+    );
+    let flops = 2.0 * (m * n * k) as f64;
+    let bytes = 4.0 * (m * k + k * n + m * n) as f64;
+    let per_core = cpu_secs.map_or("n/a".to_string(), |c| format!("{:.1}", flops / c / 1e9));
+    println!(
+        "{what:<18} {layout:?} m={m:<5} k={k:<5} n={n:<5} {:>9.3} ms {:>7.1} GFLOP/s {:>6.1} GB/s | \
+         gemm direct {:>6.1} GFLOP/s | on {threads} own cores (CPU time) {per_core:>6} GFLOP/s",
+        secs * 1e3,
+        flops / secs / 1e9,
+        bytes / secs / 1e9,
+        flops / direct / 1e9
+    );
+}
+
+fn main() {
+    let reps = arg("--reps").and_then(|v| v.parse().ok()).unwrap_or(10);
+    // Only the sizes whose name contains this (e.g. `--filter ViT-B`).
+    let filter = arg("--filter").unwrap_or_default();
+    let cpu = Cpu::new();
+    let mut rng = Rng::new(1);
+    let threads = rayon::current_num_threads();
+    println!("cpu matmul, f32, {threads} threads, best of {reps}");
+    let mut run = |what: &str, mkn, layout| {
+        if what.contains(&filter) {
+            bench(&cpu, &mut rng, reps, what, mkn, layout)
+        }
+    };
+    // The acceptance size: ViT-B MLP fc1 over 2056 tokens (8 images of 257).
+    for layout in [Layout::NN, Layout::NT, Layout::TN] {
+        run("mlp fc1 (ViT-B)", (2056, 768, 3072), layout);
+    }
+    // ViT-S at 392 px (789 tokens), batch 4: qkv, fc1, fc2 and fc1's two gradients.
+    let rows = 4 * 789;
+    run("qkv (ViT-S)", (rows, 384, 1152), Layout::NT);
+    run("fc1 (ViT-S)", (rows, 384, 1536), Layout::NT);
+    run("fc2 (ViT-S)", (rows, 1536, 384), Layout::NT);
+    run("fc1 dW (ViT-S)", (1536, rows, 384), Layout::TN);
+    run("fc1 dX (ViT-S)", (rows, 1536, 384), Layout::NN);
+}

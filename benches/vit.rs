@@ -3,6 +3,9 @@
 //! plus the peak resident memory of the batch-8 ViT-B/14 forward at 224, measured in a child
 //! process that runs nothing else.
 //!
+//! The best repetition's on-CPU and run-queue-wait times (all threads) are printed too: on a
+//! shared machine, wall time ≈ (cpu + wait) / threads, and the wait is other processes' doing.
+//!
 //! `cargo bench --bench vit` runs every case; `cargo bench --bench vit -- b14-224-b1` runs the
 //! cases whose name contains the argument. `KDAD_BENCH_REPS` sets the timed repetitions (3).
 
@@ -60,18 +63,48 @@ fn model(be: &Cpu, cfg: &VitConfig) -> kdad::Result<Vit<Cpu>> {
     Vit::frozen(*cfg, params)
 }
 
-/// Seconds per forward of each timed repetition, after one untimed warm-up.
-fn time(case: &Case, reps: usize) -> kdad::Result<Vec<f64>> {
+/// One timed forward: wall seconds, and the CPU and run-queue-wait seconds of all threads.
+struct Sample {
+    wall: f64,
+    cpu: Option<f64>,
+    wait: Option<f64>,
+}
+
+/// (on-CPU, waiting-to-run) nanoseconds summed over this process's threads, from
+/// `/proc/self/task/*/schedstat`. On a shared machine the wait shows how much of the wall
+/// time other processes took.
+fn sched_ns() -> Option<(u64, u64)> {
+    let mut total = (0, 0);
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        total.0 += f.next()??;
+        total.1 += f.next()??;
+    }
+    Some(total)
+}
+
+/// Timed forwards after one untimed warm-up.
+fn time(case: &Case, reps: usize) -> kdad::Result<Vec<Sample>> {
     let be = Cpu::new();
     let mut vit = model(&be, &case.cfg)?;
     let img = be.upload(&Rng::new(1).tensor([case.batch, 3, case.size, case.size], -2.0, 2.0))?;
     vit.forward(&be, &img, &FULL)?;
     (0..reps)
         .map(|_| {
+            let s0 = sched_ns();
             let t = Instant::now();
             vit.forward(&be, &img, &FULL)?;
             be.synchronize()?;
-            Ok(t.elapsed().as_secs_f64())
+            let wall = t.elapsed().as_secs_f64();
+            let d = s0
+                .zip(sched_ns())
+                .map(|(a, b)| ((b.0 - a.0) as f64 * 1e-9, (b.1 - a.1) as f64 * 1e-9));
+            Ok(Sample {
+                wall,
+                cpu: d.map(|d| d.0),
+                wait: d.map(|d| d.1),
+            })
         })
         .collect()
 }
@@ -128,32 +161,35 @@ fn run() -> kdad::Result<()> {
         );
     }
     println!(
-        "{:<12} {:>6} {:>10} {:>10} {:>10} {:>9}",
-        "case", "GFLOP", "ms/img", "ms/img", "GFLOP/s", "reps"
+        "{:<12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}",
+        "case", "GFLOP", "ms/img", "ms/img", "GFLOP/s", "cpu ms", "wait ms", "reps"
     );
     println!(
-        "{:<12} {:>6} {:>10} {:>10} {:>10} {:>9}",
-        "", "/img", "(best)", "(median)", "(best)", ""
+        "{:<12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}",
+        "", "/img", "best", "median", "best", "/img", "/img", ""
     );
     for case in cases().iter().filter(|c| c.name.contains(&filter)) {
         let flops = case
             .cfg
             .forward_flops(case.size, case.size, case.cfg.depth)? as f64;
         let mut t = time(case, reps)?;
-        t.sort_by(f64::total_cmp);
+        t.sort_by(|a, b| a.wall.total_cmp(&b.wall));
         let per_img = |s: f64| s * 1e3 / case.batch as f64;
-        let (best, median) = (t[0], t[t.len() / 2]);
-        let gflops = flops * case.batch as f64 / best / 1e9;
+        let (best, median) = (&t[0], &t[t.len() / 2]);
+        let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", per_img(v)));
         println!(
-            "{:<12} {:>6.1} {:>10.1} {:>10.1} {:>10.1} {:>9}",
+            "{:<12} {:>6.1} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>8} {:>5}",
             case.name,
             flops / 1e9,
-            per_img(best),
-            per_img(median),
-            gflops,
+            per_img(best.wall),
+            per_img(median.wall),
+            flops * case.batch as f64 / best.wall / 1e9,
+            opt(best.cpu),
+            opt(best.wait),
             reps
         );
     }
+    println!("cpu ms: on-CPU time of all threads; wait ms: time runnable but waiting for a core");
     Ok(())
 }
 

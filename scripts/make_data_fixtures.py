@@ -9,6 +9,8 @@ reproduce, checked by tests/data_*.rs.
   - cifar_py2.pkl: the opcodes Python 2's cPickle writes for the published CIFAR files (str
     as SHORT_BINSTRING/BINSTRING), assembled here and checked to load with pickle.loads.
   cifar_expected.json holds their labels and pixels.
+* cifar100_batch.pkl, cifar100_meta.pkl: a CIFAR-100-style batch (fine_labels, coarse_labels)
+  and meta file (fine_label_names, coarse_label_names), Python 3 protocol 3.
 
 Setup: python3 -m venv .venv && .venv/bin/pip install numpy pillow
        .venv/bin/python scripts/make_data_fixtures.py
@@ -89,6 +91,15 @@ def main():
         f.write(raw)
     with open(os.path.join(OUT, "cifar_expected.json"), "w") as f:
         json.dump({"versions": meta, "labels": labels, "data": data.ravel().tolist()}, f)
+    coarse = [19, 0, 4, 4, 0, 11]
+    batch100 = {"filenames": [f"img{i}.png" for i in range(n)], "batch_label": "tiny",
+                "fine_labels": [90, 4, 30, 31, 1, 50], "coarse_labels": coarse, "data": data}
+    with open(os.path.join(OUT, "cifar100_batch.pkl"), "wb") as f:
+        pickle.dump(batch100, f, protocol=3)
+    meta = {"fine_label_names": [f"fine{i}" for i in range(100)],
+            "coarse_label_names": [f"super{i}" for i in range(20)]}
+    with open(os.path.join(OUT, "cifar100_meta.pkl"), "wb") as f:
+        pickle.dump(meta, f, protocol=3)
     print("wrote", os.path.normpath(OUT))
 
 

@@ -55,4 +55,7 @@ if ! nvcc="$(find_nvcc)" || ! is_complete "$nvcc"; then
     echo "error: nvcc $want with cccl headers not found under $venv after installing" >&2
     exit 1
 fi
+# build.rs looked for nvcc when it last ran and cannot watch a venv that did not exist yet:
+# make the next cargo build run it again, so that the kernels get compiled.
+touch "$repo_root/build.rs"
 echo "$nvcc"

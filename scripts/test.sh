@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-data
 . scripts/env.sh
 export KDAD_TEACHER="${KDAD_TEACHER:-$PWD/.kdad/weights/dinov2_vits14_imgfocus.safetensors}"
+cargo build --release --quiet
+bash scripts/ptxas-summary.sh
 cargo test --release

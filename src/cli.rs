@@ -2,6 +2,7 @@
 //! adapter over a library entry point, so everything the CLI does is available to embedders.
 
 use crate::device::cpu::Cpu;
+use crate::device::gpu::{cuda::Cuda, emu::Emu, GpuBackend};
 use crate::methods::dual_student;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,8 +25,41 @@ pub struct Cli {
     /// CPU threads for the CPU backend and data workers (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// Where the models run: `cpu` (f32 reference backend), `cuda` (the first NVIDIA GPU,
+    /// hand-written kernels + cuBLASLt), or `emu` (the same kernels on the emulated device:
+    /// slow, for checking kernels without a GPU).
+    #[arg(long, global = true, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Emu,
+    Cuda,
+}
+
+/// Run `$body` with `$b` bound to an `Arc` of the backend `$dev` names; each arm is its own
+/// monomorphisation of the generic library code.
+macro_rules! on_device {
+    ($dev:expr, |$b:ident| $body:expr) => {
+        match $dev {
+            DeviceKind::Cpu => {
+                let $b = Arc::new(Cpu::new());
+                $body
+            }
+            DeviceKind::Emu => {
+                let $b = Arc::new(GpuBackend::new(Emu::new()));
+                $body
+            }
+            DeviceKind::Cuda => {
+                let $b = Arc::new(GpuBackend::new(Cuda::new(0)?));
+                $body
+            }
+        }
+    };
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +76,22 @@ pub enum Command {
     Score(dual_student::cli::ScoreArgs),
     /// Evaluate a trained dual student on a data set's test split (image and pixel AUROC).
     Eval(dual_student::cli::EvalArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Check every GPU kernel family against the CPU backend, then time it: on `cuda` with
+    /// ViT-B sizes (time, TFLOP/s or GB/s, fraction of an H100's peak), on `emu` with small
+    /// sizes and correctness only.
+    /// Runs on the global `--device` (cuda or emu).
+    Kernels {
+        /// Timed calls per kernel.
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,9 +118,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Info => crate::info::print(),
-        Command::Train(a) => Ok(dual_student::cli::run_train(a, Arc::new(Cpu::new()))?),
-        Command::Score(a) => Ok(dual_student::cli::run_score(a, Arc::new(Cpu::new()))?),
-        Command::Eval(a) => Ok(dual_student::cli::run_eval(a, Arc::new(Cpu::new()))?),
+        Command::Bench(BenchCommand::Kernels { reps }) => {
+            let device = match cli.device {
+                DeviceKind::Cpu => anyhow::bail!(
+                    "bench kernels times the GPU kernels: pass --device cuda (a GPU) or \
+                     --device emu (correctness only, on the emulated device)"
+                ),
+                DeviceKind::Emu => "emu",
+                DeviceKind::Cuda => "cuda",
+            };
+            let rows = crate::device::gpu::bench::run(device, reps)?;
+            print!("{}", crate::device::gpu::bench::format_rows(&rows));
+            Ok(())
+        }
+        Command::Train(a) => on_device!(cli.device, |b| Ok(dual_student::cli::run_train(a, b)?)),
+        Command::Score(a) => on_device!(cli.device, |b| Ok(dual_student::cli::run_score(a, b)?)),
+        Command::Eval(a) => on_device!(cli.device, |b| Ok(dual_student::cli::run_eval(a, b)?)),
         Command::Weights(WeightsCommand::ImportOnnx { onnx, out }) => {
             let r = crate::vit::onnx::import_onnx(&onnx, &out)?;
             println!(

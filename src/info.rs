@@ -6,5 +6,16 @@ pub fn print() -> anyhow::Result<()> {
     println!("threads: {} (rayon pool)", rayon::current_num_threads());
     println!("backends:");
     println!("  cpu: available (f32, gemm + rayon)");
+    println!(
+        "  emu: available (the emulated GPU device, {} kernels)",
+        crate::device::gpu::emu::Emu::kernels().len()
+    );
+    println!("  cuda: {}", crate::device::gpu::cuda_status());
+    let compiled = crate::device::gpu::kernels_compiled();
+    if compiled.is_empty() {
+        println!("GPU kernels compiled: none (built without nvcc)");
+    } else {
+        println!("GPU kernels compiled: {}", compiled.join(", "));
+    }
     Ok(())
 }

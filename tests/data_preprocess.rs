@@ -114,3 +114,41 @@ fn prefetch_reports_errors_in_place_and_stops_cleanly_when_dropped() {
         .contains("item 3"));
     drop(it); // workers blocked on full queues must exit, or this test hangs
 }
+
+#[test]
+fn training_loader_yields_normalised_crops_in_order() {
+    use kdad::data::loader::load_images;
+    use kdad::data::{ImageSource, Label, RawImage, Sample};
+    use std::sync::Arc;
+    // Uniform in-memory images of value 10 * i: after any resize and crop every pixel of
+    // image i is (10 i / 255 - mean) / std.
+    let samples: Vec<Sample> = (0..7u8)
+        .map(|i| Sample {
+            source: ImageSource::Memory {
+                name: format!("img{i}"),
+                image: Arc::new(RawImage {
+                    width: 5,
+                    height: 4,
+                    channels: 1,
+                    pixels: vec![10 * i; 20],
+                }),
+            },
+            label: Label::Normal,
+            defect: "good".into(),
+            mask: None,
+            category: "c".into(),
+        })
+        .collect();
+    assert!(load_images(samples.clone(), Geometry { resize: 8, crop: 9 }, 3, 1).is_err());
+    let out: Vec<_> = load_images(samples, Geometry { resize: 8, crop: 6 }, 3, 1)
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(out.len(), 7);
+    for (i, im) in out.iter().enumerate() {
+        assert_eq!(im.name, format!("img{i}"));
+        assert_eq!(im.tensor.len(), 3 * 36);
+        let want = (10.0 * i as f32 / 255.0 - 0.485) / 0.229;
+        assert!((im.tensor[0] - want).abs() < 1e-6 && (im.tensor[35] - want).abs() < 1e-6);
+    }
+}

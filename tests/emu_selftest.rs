@@ -352,6 +352,29 @@ fn warp_shuffles_ballots_and_reductions() {
 }
 
 #[test]
+fn a_partial_warp_cannot_read_missing_lanes() {
+    // 48 threads: the second warp has lanes 0..15 only.
+    let n = 48usize;
+    let (din, dout) = (Buf::new(&vec![1f32; n]), Buf::new(&vec![0f32; 10 * n]));
+    let dbits = Buf::new(&vec![0u32; 4 * n]);
+    let (mut pi, mut po, mut pb) = (din.ptr, dout.ptr, dbits.ptr);
+    let mut args = [arg(&mut pi), arg(&mut po), arg(&mut pb)];
+    expect_error(
+        launch(
+            "emu_selftest_shuffles",
+            (1, 1, 1),
+            (n as u32, 1, 1),
+            0,
+            &mut args,
+        ),
+        &[
+            "emu_selftest_shuffles",
+            "which does not exist in this partial warp of 16 lanes",
+        ],
+    );
+}
+
+#[test]
 fn block_reductions() {
     let (blocks, threads) = (5usize, 256usize);
     let x: Vec<f32> = (0..blocks * threads)
@@ -381,6 +404,33 @@ fn block_reductions() {
             block.iter().copied().fold(f32::MIN, f32::max),
             "max of block {b}"
         );
+    }
+}
+
+#[test]
+fn syncthreads_count_and_or() {
+    let n = 96usize;
+    for (n_true, one) in [(96, 5), (95, -1)] {
+        let out = Buf::new(&vec![-1i32; 4 * n]);
+        let (mut po, mut nt, mut o) = (out.ptr, n_true, one);
+        let mut args = [arg(&mut po), arg(&mut nt), arg(&mut o)];
+        launch(
+            "emu_selftest_sync_count",
+            (1, 1, 1),
+            (n as u32, 1, 1),
+            0,
+            &mut args,
+        )
+        .unwrap();
+        let got = out.read();
+        for t in 0..n {
+            let want = [32, (n_true == 96) as i32, (one >= 0) as i32, 48];
+            assert_eq!(
+                got[4 * t..4 * t + 4],
+                want,
+                "thread {t}, n_true {n_true}, one {one}"
+            );
+        }
     }
 }
 
@@ -467,6 +517,10 @@ fn divergent_barriers_are_errors_naming_the_kernel() {
             "two different __syncthreads",
         ),
         ("emu_selftest_divergent_warp", "divergent warp"),
+        (
+            "emu_selftest_deadlock",
+            "deadlock: 32 threads wait at __syncthreads",
+        ),
     ] {
         let mut po = out.ptr;
         let mut args = [arg(&mut po)];
@@ -519,6 +573,36 @@ fn out_of_bounds_global_accesses_are_errors_not_crashes() {
     // The emulator is still usable after a fault.
     run(0, 0).unwrap();
     assert_eq!(dout.read(), vec![1f32; n]);
+}
+
+#[test]
+fn a_thread_stack_overflow_is_an_error() {
+    let out = Buf::new(&[0f32; 32]);
+    let (mut po, mut n) = (out.ptr, 32 * 1024);
+    let mut args = [arg(&mut po), arg(&mut n)];
+    expect_error(
+        launch(
+            "emu_selftest_stack_overflow",
+            (1, 1, 1),
+            (32, 1, 1),
+            0,
+            &mut args,
+        ),
+        &["emu_selftest_stack_overflow", "stack overflow"],
+    );
+}
+
+#[test]
+fn a_failed_device_assert_is_an_error() {
+    let mut n = 0i32;
+    let mut args = [arg(&mut n)];
+    expect_error(
+        launch("emu_selftest_assert", (1, 1, 1), (32, 1, 1), 0, &mut args),
+        &["emu_selftest_assert", "assertion failed: n > 0"],
+    );
+    n = 1;
+    let mut args = [arg(&mut n)];
+    launch("emu_selftest_assert", (1, 1, 1), (32, 1, 1), 0, &mut args).unwrap();
 }
 
 #[test]
@@ -622,4 +706,125 @@ fn cp_async_data_arrives_only_after_the_wait() {
             );
         }
     }
+}
+
+/// Seconds this thread has spent on a CPU (Linux schedstat): a load-independent time for
+/// launches on one OS thread, which run all their blocks on the calling thread.
+fn thread_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    stat.split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        * 1e-9
+}
+
+/// CPU seconds of one launch on one OS thread, after a warm-up launch.
+fn cpu_time(
+    name: &str,
+    grid: (u32, u32, u32),
+    block: (u32, u32, u32),
+    smem: u32,
+    args: &mut [*mut c_void],
+) -> f64 {
+    launch(name, grid, block, smem, args).unwrap();
+    let start = thread_cpu_seconds();
+    launch(name, grid, block, smem, args).unwrap();
+    thread_cpu_seconds() - start
+}
+
+/// Emulator speed, not correctness: `cargo test --release --test emu_selftest -- --ignored
+/// --nocapture emulator_speed`. Times are CPU time of the one OS thread that runs the blocks,
+/// so that a busy machine does not inflate them.
+#[test]
+#[ignore]
+fn emulator_speed() {
+    unsafe { kdad_emu_set_threads(1) };
+
+    let n = 1 << 20;
+    let (dx, dy) = (Buf::new(&vec![1f32; n]), Buf::new(&vec![2f32; n]));
+    let (mut py, mut px, mut a, mut nn) = (dy.ptr, dx.ptr, 3f32, n as i32);
+    let mut args = [arg(&mut py), arg(&mut px), arg(&mut a), arg(&mut nn)];
+    let t = cpu_time(
+        "emu_selftest_axpy",
+        ((n / 256) as u32, 1, 1),
+        (256, 1, 1),
+        0,
+        &mut args,
+    );
+    println!(
+        "axpy, 1M threads, no barrier: {:.1} ms, {:.1} ns per thread",
+        t * 1e3,
+        t * 1e9 / n as f64
+    );
+
+    let (blocks, threads) = (2056usize, 256usize);
+    let dx = Buf::new(&vec![1f32; blocks * threads]);
+    let (ds, dm) = (Buf::new(&vec![0f32; blocks]), Buf::new(&vec![0f32; blocks]));
+    let (mut px, mut ps, mut pm) = (dx.ptr, ds.ptr, dm.ptr);
+    let mut args = [arg(&mut px), arg(&mut ps), arg(&mut pm)];
+    let t = cpu_time(
+        "emu_selftest_block_reduce",
+        (blocks as u32, 1, 1),
+        (threads as u32, 1, 1),
+        0,
+        &mut args,
+    );
+    // Per thread: block_sum and block_max, each 2 x 5 shuffles and 2 barriers.
+    let points = (blocks * threads * 24) as f64;
+    println!(
+        "block sum + max, 2056 blocks x 256: {:.1} ms, {:.1} ns per thread and sync point",
+        t * 1e3,
+        t * 1e9 / points
+    );
+
+    let (m, n, k) = (256usize, 64usize, 768usize);
+    let (da, db) = (Buf::new(&vec![0u16; m * k]), Buf::new(&vec![0u16; n * k]));
+    let dc = Buf::new(&vec![0f32; m * n]);
+    let (mut pa, mut pb, mut pc) = (da.ptr, db.ptr, dc.ptr);
+    let (mut mm, mut nn, mut kk, mut kn) = (m as i32, n as i32, k as i32, 0i32);
+    let mut args = [
+        arg(&mut pa),
+        arg(&mut pb),
+        arg(&mut pc),
+        arg(&mut mm),
+        arg(&mut nn),
+        arg(&mut kk),
+        arg(&mut kn),
+    ];
+    let grid = ((n / 32) as u32, (m / 32) as u32, 1);
+    let t = cpu_time("emu_selftest_gemm", grid, (128, 1, 1), 2048, &mut args);
+    let flops = 2.0 * (m * n * k) as f64;
+    println!(
+        "mma GEMM 256x64x768: {:.1} ms, {:.2} GFLOP/s",
+        t * 1e3,
+        flops / t / 1e9
+    );
+
+    // Launch overhead: one block runs on the calling thread; two blocks on two OS threads
+    // start one helper thread per launch.
+    let (dx, dy) = (Buf::new(&[1f32; 64]), Buf::new(&[2f32; 64]));
+    let (mut py, mut px, mut a, mut nn) = (dy.ptr, dx.ptr, 3f32, 64i32);
+    let mut args = [arg(&mut py), arg(&mut px), arg(&mut a), arg(&mut nn)];
+    for (threads, blocks) in [(1u32, 1u32), (2, 2)] {
+        unsafe { kdad_emu_set_threads(threads) };
+        let start = std::time::Instant::now();
+        for _ in 0..1000 {
+            launch(
+                "emu_selftest_axpy",
+                (blocks, 1, 1),
+                (32, 1, 1),
+                0,
+                &mut args,
+            )
+            .unwrap();
+        }
+        println!(
+            "launch of {blocks} block(s) of 32 threads on {threads} OS thread(s): {:.1} us wall",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+
+    unsafe { kdad_emu_set_threads(0) };
 }

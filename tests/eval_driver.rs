@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{mvtec_tree, shared_data, write_mask, write_rgb, TempDir};
+use common::{mvtec_tree, shared_data, write_mask, TempDir};
+use kdad::data::loader::load_images;
 use kdad::data::mvtec;
 use kdad::eval::{evaluate, EvalOptions, ImageScore, Map, PreparedImage, Report, Scored};
 use kdad::Result;
@@ -76,7 +77,46 @@ fn synthetic_bright_defects_are_found() {
         .find(|f| f.starts_with("heatmaps/widget"))
         .unwrap();
     let strip = image::open(out.path().join(first)).unwrap();
-    assert_eq!((strip.width(), strip.height()), (3 * 256 + 8, 256));
+    assert_eq!((strip.width(), strip.height()), (3 * 224 + 8, 224));
+}
+
+#[test]
+fn oracle_maps_give_perfect_pixel_metrics() {
+    // The scorer returns the ground-truth mask plus noise below 0.5 as the map: anomalous
+    // pixels score in [1, 1.5), normal ones in [0, 0.5). If the driver pools maps and masks in
+    // step, every pixel metric is exactly 1. (Without the noise, AUPRO is undefined: every
+    // threshold has FPR 0, and Dinomaly's compute_pro divides 0 by 0.)
+    let tmp = TempDir::new("driver-oracle");
+    mvtec_tree(tmp.path(), 2, 4, 4);
+    let ds = mvtec::mvtec(tmp.path()).unwrap();
+    let opts = EvalOptions {
+        smoothing: None,
+        ..small_opts()
+    };
+    let report = evaluate(&ds, &opts, |b: &[PreparedImage]| {
+        Ok(b.iter()
+            .map(|im| {
+                let m = im.mask.as_ref().unwrap();
+                let noise = |i: usize| (i * 2_654_435_761 % 1000) as f32 / 2000.0;
+                let data = m
+                    .as_raw()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f32 + noise(i))
+                    .collect();
+                (
+                    0.0,
+                    Some(Map::new(m.width() as usize, m.height() as usize, data).unwrap()),
+                )
+            })
+            .collect())
+    })
+    .unwrap();
+    let c = &report.categories[0];
+    assert_eq!(c.image.auroc, 1.0);
+    assert_eq!(c.pixel.unwrap().auroc, 1.0);
+    assert!((c.pixel.unwrap().ap - 1.0).abs() < 1e-12);
+    assert!((c.aupro.unwrap() - 1.0).abs() < 1e-12);
 }
 
 #[test]
@@ -184,6 +224,24 @@ fn scorer_errors_and_wrong_lengths_are_reported() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("returned 0 results"), "{err}");
+    // A map whose public fields disagree.
+    let err = evaluate(&ds, &small_opts(), |b: &[PreparedImage]| {
+        Ok(b.iter()
+            .map(|_| {
+                (
+                    0.0,
+                    Some(Map {
+                        width: 4,
+                        height: 4,
+                        data: vec![0.0; 3],
+                    }),
+                )
+            })
+            .collect())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("4x4 map with 3 values"), "{err}");
 }
 
 #[test]
@@ -214,7 +272,40 @@ fn mpdd_metal_plate_report() {
         heatmaps_per_category: 6,
         ..EvalOptions::default()
     };
-    let report: Report = evaluate(&ds, &opts, brightness).unwrap();
+    // A trivial but sensible scorer: distance of each pixel from the mean training image,
+    // averaged over channels. It exercises the training loader on real files too.
+    let train = ds.categories[0].split.train.clone();
+    let loaded: Vec<Vec<f32>> = load_images(train, opts.geometry, 2, 2)
+        .unwrap()
+        .map(|r| r.unwrap().tensor)
+        .collect();
+    let mut mean = vec![0f32; loaded[0].len()];
+    for t in &loaded {
+        for (m, v) in mean.iter_mut().zip(t) {
+            *m += v / loaded.len() as f32;
+        }
+    }
+    let report: Report = evaluate(&ds, &opts, |batch: &[PreparedImage]| {
+        Ok(batch
+            .iter()
+            .map(|im| {
+                let n = (im.size * im.size) as usize;
+                let d = (0..n)
+                    .map(|p| {
+                        (0..3)
+                            .map(|c| (im.tensor[c * n + p] - mean[c * n + p]).abs())
+                            .sum::<f32>()
+                            / 3.0
+                    })
+                    .collect();
+                (
+                    0.0,
+                    Some(Map::new(im.size as usize, im.size as usize, d).unwrap()),
+                )
+            })
+            .collect())
+    })
+    .unwrap();
     print!("{}", report.table());
     let c = &report.categories[0];
     // data/README.md: 26 good and 81 defective test images.
@@ -236,5 +327,4 @@ fn mpdd_metal_plate_report() {
         files.iter().filter(|f| f.starts_with("heatmaps")).count(),
         6
     );
-    let _ = write_rgb; // shared helper, used by other test files
 }

@@ -133,3 +133,56 @@ fn pixel_metrics_scale_to_millions() {
     assert_eq!(r.auroc, 1.0);
     assert!((r.ap - 1.0).abs() < 1e-12);
 }
+
+/// The scale the pooled pixel metrics must handle: 100M pixels (1,526 maps of 256x256, more
+/// than any MVTec category). Ignored by default (it needs ~0.6 GB and some seconds); run with
+/// `cargo test --release --test eval_metrics -- --ignored`.
+#[test]
+#[ignore]
+fn pixel_metrics_at_100m() {
+    use kdad::eval::metrics::ranking_owned;
+    let side = 256usize;
+    let images = 100_000_000 / (side * side) + 1;
+    let n = images * side * side;
+    // Every map has a 16x16 defect square scoring above every normal pixel: AUROC 1, AUPRO 1.
+    let labels: Vec<u8> = (0..n)
+        .map(|i| ((i % side) < 16 && (i / side) % side < 16) as u8)
+        .collect();
+    let scores: Vec<f32> = (0..n)
+        .map(|i| (i % 997) as f32 / 997.0 + labels[i] as f32 * 2.0)
+        .collect();
+    let t = std::time::Instant::now();
+    let pro = aupro(&scores, &labels, &vec![(side, side); images])
+        .unwrap()
+        .unwrap();
+    let t_pro = t.elapsed();
+    let r = ranking_owned(scores, &labels).unwrap();
+    println!(
+        "{n} pixels: AUPRO {:.1?}, ranking {:.1?}",
+        t_pro,
+        t.elapsed() - t_pro
+    );
+    assert_eq!(r.auroc, 1.0);
+    assert!((pro - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn aupro_is_undefined_where_dinomaly_gives_nan() {
+    // Binary maps equal to the masks: no threshold has a false positive, so the FPR rescale
+    // divides 0 by 0 in compute_pro.
+    assert_eq!(
+        aupro(&[0.0, 1.0, 0.0, 1.0], &[0, 1, 0, 1], &[(2, 2)]).unwrap(),
+        None
+    );
+    // No anomalous region at all.
+    assert_eq!(
+        aupro(&[0.1, 0.2, 0.3, 0.4], &[0, 0, 0, 0], &[(2, 2)]).unwrap(),
+        None
+    );
+    // Constant maps: no thresholds.
+    assert_eq!(aupro(&[0.5; 4], &[0, 1, 0, 0], &[(2, 2)]).unwrap(), None);
+    assert!(
+        aupro(&[0.5; 4], &[0, 1, 0, 0], &[(3, 2)]).is_err(),
+        "shape mismatch"
+    );
+}

@@ -112,6 +112,8 @@ namespace kdad_emu {
 [[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 // __syncthreads; the call site is recorded so that two different barriers are told apart.
 void sync_block(const char* file, int line);
+// __syncthreads_count: the barrier, returning how many threads passed a nonzero predicate.
+int sync_block_count(int predicate, const char* file, int line);
 // Waits for every lane of the calling warp (the warp barrier under all warp collectives).
 void sync_warp();
 // Lane of the calling thread and the lanes that exist in its warp (fewer than 32 in the last
@@ -153,6 +155,11 @@ inline void check_width(int width, const char* what) {
 // ---- Barriers, warp collectives ------------------------------------------------------------
 
 #define __syncthreads() ::kdad_emu::sync_block(__FILE__, __LINE__)
+#define __syncthreads_count(predicate) ::kdad_emu::sync_block_count((predicate), __FILE__, __LINE__)
+#define __syncthreads_and(predicate)                                      \
+    (::kdad_emu::sync_block_count((predicate), __FILE__, __LINE__) ==     \
+     static_cast<int>(blockDim.x * blockDim.y * blockDim.z))
+#define __syncthreads_or(predicate) (::kdad_emu::sync_block_count((predicate), __FILE__, __LINE__) != 0)
 
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
     ::kdad_emu::exchange_begin(mask, "__syncwarp");
@@ -213,6 +220,29 @@ inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask,
 inline int __all_sync(unsigned mask, int predicate) {
     return __ballot_sync(mask, predicate) == __activemask();
 }
+
+// ---- Loads and stores with cache hints: plain accesses on the CPU ---------------------------
+
+template <class T>
+inline T __ldg(const T* p) { return *p; }
+template <class T>
+inline T __ldcg(const T* p) { return *p; }
+template <class T>
+inline T __ldca(const T* p) { return *p; }
+template <class T>
+inline T __ldcs(const T* p) { return *p; }
+template <class T>
+inline T __ldlu(const T* p) { return *p; }
+template <class T>
+inline T __ldcv(const T* p) { return *p; }
+template <class T>
+inline void __stcg(T* p, T v) { *p = v; }
+template <class T>
+inline void __stcs(T* p, T v) { *p = v; }
+template <class T>
+inline void __stwb(T* p, T v) { *p = v; }
+template <class T>
+inline void __stwt(T* p, T v) { *p = v; }
 
 // ---- Memory fences and atomics -------------------------------------------------------------
 
@@ -309,6 +339,12 @@ inline unsigned __umulhi(unsigned a, unsigned b) {
 }
 inline long long clock64() { return static_cast<long long>(__builtin_ia32_rdtsc()); }
 [[noreturn]] inline void __trap() { ::kdad_emu::fail("__trap() called"); }
+
+// A failed device assert ends the launch with an error instead of aborting the process.
+#include <cassert>
+#undef assert
+#define assert(cond) \
+    ((cond) ? (void)0 : ::kdad_emu::fail("assertion failed: %s (%s:%d)", #cond, __FILE__, __LINE__))
 
 // CUDA's global min/max overloads, including the mixed signed/unsigned ones it defines.
 inline int min(int a, int b) { return a < b ? a : b; }

@@ -103,6 +103,7 @@ struct Fiber {
     uint3 tid;
     unsigned warp, lane;
     State state;
+    bool fresh;           // not started yet: its stack frame is built when it first runs
     unsigned n_pending;   // queued cp.async copies
     unsigned open_group;  // group id the next cp.async joins; commit closes it
 };
@@ -121,6 +122,11 @@ struct Warp {
     unsigned done;     // lanes that have exited
     uint32_t waiting;  // bit per waiting lane
     uint32_t exchange[2][32][kExchangeWords];
+    // A·B of the warp's current mma, computed once by the first lane to resume after the
+    // mma's barrier (generation mma_gen) and read by the others. One buffer is enough: no
+    // lane can start computing the next product before every lane passed the next barrier.
+    unsigned mma_gen;
+    float mma_product[16][8];
 };
 
 // One launch, shared by the OS threads that run its blocks.
@@ -150,6 +156,10 @@ struct Worker {
     unsigned q_head = 0, q_len = 0;
     unsigned n_threads = 0, n_done = 0;
     unsigned block_arrived = 0;
+    unsigned block_gen = 0;  // completed block barriers; its parity picks block_count's slot
+    // Predicate counts of __syncthreads_count, double-buffered like the warp exchanges: the
+    // first arrival at the next barrier may reset its slot while others still read this one.
+    unsigned block_count[2] = {0, 0};
     const char* barrier_file = nullptr;
     int barrier_line = 0;
     unsigned current = 0;
@@ -157,6 +167,7 @@ struct Worker {
     void* dead_sp = nullptr;   // where a finished or failed fiber's context goes to die
     bool shuffle = false;
     uint64_t rng = 0;
+    uint64_t fp_control = 0;  // MXCSR and x87 control word that new fibers start with
     const Launch* launch = nullptr;
     // Read by the signal handler: plain fields of a thread-local object are safe there.
     volatile bool in_fiber = false;
@@ -195,6 +206,7 @@ unsigned pop_ready(Worker& w) {
 }
 
 [[noreturn]] void report_deadlock(Worker& w);
+void* init_fiber_stack(Worker& w, unsigned i);
 
 // The calling fiber cannot go on (it waits or has exited): run the next ready fiber, or go
 // back to the scheduler when the block is finished. `save` receives the caller's context.
@@ -210,8 +222,13 @@ void run_next(Worker& w, void** save) {
     const unsigned next = pop_ready(w);
     if (next == w.current) return;  // shuffle mode re-picked the fiber that just yielded
     w.current = next;
-    thread_idx = w.fibers[next].tid;
-    kdad_emu_switch(save, w.fibers[next].sp);
+    Fiber& f = w.fibers[next];
+    thread_idx = f.tid;
+    if (f.fresh) {
+        f.fresh = false;
+        f.sp = init_fiber_stack(w, next);
+    }
+    kdad_emu_switch(save, f.sp);
 }
 
 // After the last arrival releases a barrier it goes on running, except under shuffle, where it
@@ -238,7 +255,8 @@ Warp& current_warp() { return worker().warps[current_fiber().warp]; }
          w.n_done);
 }
 
-[[noreturn]] void thread_exit(Worker& w) {
+// Bookkeeping of a thread that returned from the kernel.
+void thread_exit(Worker& w) {
     Fiber& f = w.fibers[w.current];
     Warp& warp = w.warps[f.warp];
     f.state = State::Done;
@@ -250,23 +268,36 @@ Warp& current_warp() { return worker().warps[current_fiber().warp]; }
     if (warp.arrived > 0)
         fail("divergent warp: this thread exited while %u lanes of its warp wait in a warp collective",
              warp.arrived);
-    run_next(w, &w.dead_sp);
-    __builtin_unreachable();
 }
 
+// Body of every fiber. When its thread returns and the next ready thread has not started yet,
+// that thread runs right here, on the finished one's stack, without a context switch: a
+// kernel without barriers runs as a plain loop over its threads.
 void fiber_main(Worker* w) {
     const Launch& launch = *w->launch;
-    launch.kernel->thunk(launch.kernel->fn, launch.args);
-    thread_exit(*w);
+    for (;;) {
+        launch.kernel->thunk(launch.kernel->fn, launch.args);
+        thread_exit(*w);
+        if (w->q_len == 0) run_next(*w, &w->dead_sp);  // ends the block or reports a deadlock
+        const unsigned next = pop_ready(*w);
+        Fiber& f = w->fibers[next];
+        w->current = next;
+        thread_idx = f.tid;
+        if (!f.fresh) {
+            kdad_emu_switch(&w->dead_sp, f.sp);
+            __builtin_unreachable();
+        }
+        f.fresh = false;
+    }
 }
 
-void* init_fiber_stack(Worker& w, unsigned i, uint64_t fp_control) {
+void* init_fiber_stack(Worker& w, unsigned i) {
     // The frame kdad_emu_switch pops: FP control, r15, r14, r13, r12 (entry), rbx (argument),
     // rbp, return address. The slot top is 16-byte aligned, so rsp is too when the entry is
     // called from kdad_emu_fiber_start, as the ABI wants.
     char* top = w.stacks + (i + 1) * w.stack_stride;
     auto* frame = reinterpret_cast<uint64_t*>(top) - 8;
-    frame[0] = fp_control;
+    frame[0] = w.fp_control;
     frame[1] = frame[2] = frame[3] = 0;
     frame[4] = reinterpret_cast<uint64_t>(&fiber_main);
     frame[5] = reinterpret_cast<uint64_t>(&w);
@@ -436,6 +467,7 @@ bool run_block(Worker& w, const Launch& launch, unsigned b) {
     w.n_threads = n;
     w.n_done = 0;
     w.block_arrived = 0;
+    w.block_gen = 0;
     w.q_head = 0;
     w.q_len = 0;
     w.failed = false;
@@ -445,9 +477,9 @@ bool run_block(Worker& w, const Launch& launch, unsigned b) {
     for (unsigned i = 0; i < (n + 31) / 32; ++i) {
         Warp& warp = w.warps[i];
         warp.lanes = n - 32 * i < 32 ? n - 32 * i : 32;
-        warp.arrived = warp.gen = warp.done = warp.waiting = 0;
+        warp.arrived = warp.gen = warp.done = warp.waiting = warp.mma_gen = 0;
     }
-    const uint64_t fp_control = current_fp_control();
+    w.fp_control = current_fp_control();
     for (unsigned i = 0; i < n; ++i) {
         Fiber& f = w.fibers[i];
         f.tid = {i % bd.x, (i / bd.x) % bd.y, i / (bd.x * bd.y)};
@@ -456,15 +488,18 @@ bool run_block(Worker& w, const Launch& launch, unsigned b) {
         f.state = State::Ready;
         f.n_pending = 0;
         f.open_group = 0;
-        f.sp = init_fiber_stack(w, i, fp_control);
+        f.fresh = true;
         push_ready(w, i);
     }
     std::memset(smem_raw, 0xff, launch.smem_bytes);
 
     w.current = pop_ready(w);
-    thread_idx = w.fibers[w.current].tid;
+    Fiber& first = w.fibers[w.current];
+    thread_idx = first.tid;
+    first.fresh = false;
+    first.sp = init_fiber_stack(w, w.current);
     w.in_fiber = true;
-    kdad_emu_switch(&w.sched_sp, w.fibers[w.current].sp);
+    kdad_emu_switch(&w.sched_sp, first.sp);
     w.in_fiber = false;
 
     if (w.fault_signal != 0) {
@@ -553,6 +588,7 @@ void fail(const char* fmt, ...) {
         // Device code called outside a launch: nothing can carry the error back.
         std::fprintf(stderr, "kdad emulator: ");
         std::vfprintf(stderr, fmt, ap);
+        va_end(ap);
         std::fprintf(stderr, " (outside a kernel launch)\n");
         std::abort();
     }
@@ -578,6 +614,7 @@ void sync_block(const char* file, int line) {
     }
     if (++w.block_arrived == w.n_threads) {
         w.block_arrived = 0;
+        ++w.block_gen;
         for (unsigned i = 0; i < w.n_threads; ++i) {
             if (w.fibers[i].state == State::AtBlockBarrier) {
                 w.fibers[i].state = State::Ready;
@@ -590,6 +627,15 @@ void sync_block(const char* file, int line) {
     Fiber& f = current_fiber();
     f.state = State::AtBlockBarrier;
     run_next(w, &f.sp);
+}
+
+int sync_block_count(int predicate, const char* file, int line) {
+    Worker& w = worker();
+    const unsigned slot = w.block_gen & 1;
+    if (w.block_arrived == 0) w.block_count[slot] = 0;
+    w.block_count[slot] += predicate != 0;
+    sync_block(file, line);
+    return static_cast<int>(w.block_count[slot]);
 }
 
 void sync_warp() {
@@ -639,32 +685,43 @@ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], con
     std::memcpy(mine, a, 16);
     std::memcpy(mine + 4, b, 8);
     sync_warp();
-    // PTX ISA, "Matrix Fragments for mma.m16n8k16" with .bf16: groupID = lane / 4,
-    // threadID_in_group = lane % 4. A (16x16, row): register (r / 8) + 2 * (k / 8) of lane
-    // 4 * (r % 8) + (k % 8) / 2, half k % 2. B (16x8, col): register k / 8 of lane
-    // 4 * n + (k % 8) / 2, half k % 2. C/D (16x8): element i of lane holds row g + 8 * (i / 2),
-    // column 2 * t + i % 2.
-    auto half = [&](unsigned from_lane, unsigned reg, unsigned k) {
-        const uint32_t word = ex[from_lane * kExchangeWords + reg];
-        return bf16_bits_to_f32(static_cast<uint16_t>(k % 2 ? word >> 16 : word));
-    };
-    const unsigned g = lane / 4, t = lane % 4;
-    float a_rows[2][16], b_cols[2][16];
-    for (unsigned k = 0; k < 16; ++k) {
-        for (unsigned i = 0; i < 2; ++i) {
-            const unsigned r = g + 8 * i;
-            a_rows[i][k] = half(4 * (r % 8) + (k % 8) / 2, r / 8 + 2 * (k / 8), k);
-            const unsigned n = 2 * t + i;
-            b_cols[i][k] = half(4 * n + (k % 8) / 2, 4 + k / 8, k);
+    // PTX ISA, "Matrix Fragments for mma.m16n8k16" with .bf16: groupID g = lane / 4,
+    // threadID_in_group t = lane % 4. A (16x16, row): register i of lane (g, t) holds row
+    // g + 8 (i % 2), columns 2t + 8 (i / 2) and the next. B (16x8, col): register i holds
+    // rows 2t + 8 i and the next, column g. Lower index in the low half of each register.
+    // C/D (16x8): element i of lane (g, t) is row g + 8 (i / 2), column 2t + i % 2.
+    Warp& warp = current_warp();
+    if (warp.mma_gen != warp.gen) {
+        warp.mma_gen = warp.gen;
+        float a_mat[16][16], b_by_col[8][16];
+        auto lo = [](uint32_t w) { return bf16_bits_to_f32(static_cast<uint16_t>(w)); };
+        auto hi = [](uint32_t w) { return bf16_bits_to_f32(static_cast<uint16_t>(w >> 16)); };
+        for (unsigned l = 0; l < 32; ++l) {
+            const unsigned g = l / 4, t = l % 4;
+            const uint32_t* regs = ex + l * kExchangeWords;
+            for (unsigned i = 0; i < 4; ++i) {
+                const unsigned r = g + 8 * (i % 2), k = 2 * t + 8 * (i / 2);
+                a_mat[r][k] = lo(regs[i]);
+                a_mat[r][k + 1] = hi(regs[i]);
+            }
+            for (unsigned i = 0; i < 2; ++i) {
+                const unsigned k = 2 * t + 8 * i;
+                b_by_col[g][k] = lo(regs[4 + i]);
+                b_by_col[g][k + 1] = hi(regs[4 + i]);
+            }
         }
-    }
-    for (unsigned i = 0; i < 4; ++i) {
         // Products of two bf16 values are exact in f32; the hardware's summation order is
         // unspecified, this one adds them in k order and the accumulator last.
-        float sum = 0.0f;
-        for (unsigned k = 0; k < 16; ++k) sum += a_rows[i / 2][k] * b_cols[i % 2][k];
-        d[i] = c[i] + sum;
+        for (unsigned r = 0; r < 16; ++r) {
+            for (unsigned n = 0; n < 8; ++n) {
+                float sum = 0.0f;
+                for (unsigned k = 0; k < 16; ++k) sum += a_mat[r][k] * b_by_col[n][k];
+                warp.mma_product[r][n] = sum;
+            }
+        }
     }
+    const unsigned g = lane / 4, t = lane % 4;
+    for (unsigned i = 0; i < 4; ++i) d[i] = c[i] + warp.mma_product[g + 8 * (i / 2)][2 * t + i % 2];
 }
 
 void ldmatrix(uint32_t* r, const void* row_ptr, unsigned count, bool trans) {
@@ -789,6 +846,7 @@ extern "C" void* kdad_emu_alloc(size_t bytes) {
     // end faults. Its start is therefore aligned only to the largest power of two dividing
     // `bytes` (like an array of that element size), not to 256 bytes as cudaMalloc's.
     const size_t page = page_bytes();
+    if (bytes > (size_t(1) << 48)) return nullptr;  // more than any address space; also no overflow below
     const size_t data_pages = (bytes + page - 1) / page * page;
     const size_t len = data_pages + 2 * page;
     void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

@@ -221,3 +221,40 @@ extern "C" __global__ void emu_selftest_axpy(float* y, const float* x, float a, 
     if (i < n) y[i] = a * x[i] + y[i];
 }
 KDAD_KERNEL(emu_selftest_axpy)
+
+// A 128 KB local array: twice the stack of an emulated thread.
+extern "C" __global__ void emu_selftest_stack_overflow(float* out, int n) {
+    float local[32 * 1024];
+    for (int i = 0; i < n; ++i) local[i] = static_cast<float>(i);
+    out[threadIdx.x] = local[n - 1];
+}
+KDAD_KERNEL(emu_selftest_stack_overflow)
+
+// A device assert that fails when n <= 0.
+extern "C" __global__ void emu_selftest_assert(int n) { assert(n > 0); }
+KDAD_KERNEL(emu_selftest_assert)
+
+// Half of each warp waits at the block barrier, the other half at a warp barrier: neither
+// can ever complete.
+extern "C" __global__ void emu_selftest_deadlock(float* out) {
+    if (threadIdx.x % 32 < 16)
+        __syncthreads();
+    else
+        __syncwarp();
+    out[threadIdx.x] = 1.0f;
+}
+KDAD_KERNEL(emu_selftest_deadlock)
+
+// Per thread t of a 1-D block: out[4t..4t+3] = __syncthreads_count(t % 3 == 0),
+// __syncthreads_and(t < n_true), __syncthreads_or(t == one), and a second count (t odd) right
+// after the first, which must not disturb threads still reading the first.
+extern "C" __global__ void emu_selftest_sync_count(int* out, int n_true, int one) {
+    const int t = threadIdx.x;
+    const int c = __syncthreads_count(t % 3 == 0);
+    const int odd = __syncthreads_count(t % 2);
+    out[4 * t + 0] = c;
+    out[4 * t + 1] = __syncthreads_and(t < n_true);
+    out[4 * t + 2] = __syncthreads_or(t == one);
+    out[4 * t + 3] = odd;
+}
+KDAD_KERNEL(emu_selftest_sync_count)

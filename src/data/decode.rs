@@ -8,11 +8,16 @@ use std::path::Path;
 
 /// Decodes any supported image as 8-bit RGB: grey is replicated to three channels, alpha is
 /// dropped and 16-bit samples are scaled to 8 bits (PIL's `convert("RGB")`).
+/// An empty image is an error (the resizes below need at least one pixel).
 pub fn decode_rgb(source: &ImageSource) -> Result<RgbImage> {
-    match source {
-        ImageSource::File(path) => Ok(open(path)?.to_rgb8()),
-        ImageSource::Memory { name, image } => raw_to_rgb(name, image),
+    let rgb = match source {
+        ImageSource::File(path) => open(path)?.to_rgb8(),
+        ImageSource::Memory { name, image } => raw_to_rgb(name, image)?,
+    };
+    if rgb.width() == 0 || rgb.height() == 0 {
+        return Err(Error::Invalid(format!("{}: empty image", source.name())));
     }
+    Ok(rgb)
 }
 
 fn open(path: &Path) -> Result<image::DynamicImage> {
@@ -78,6 +83,9 @@ pub fn decode_mask(source: &MaskSource) -> Result<DecodedMask> {
         for (a, b) in mask.as_mut().iter_mut().zip(other.as_raw()) {
             *a = (*a).max(*b);
         }
+    }
+    if mask.width() == 0 || mask.height() == 0 {
+        return Err(Error::Invalid(format!("{}: empty mask", first.display())));
     }
     let non_binary = mask.as_raw().iter().any(|&v| v != 0 && v != 255);
     Ok(DecodedMask { mask, non_binary })

@@ -1,8 +1,9 @@
 //! Real-IAD as Dinomaly reads it (methods.md §5.4): images under `<root>/<images>/<cls>/`
-//! (`images` = `realiad_1024` by default, or another resolution), split files
-//! `<root>/realiad_jsons/realiad_jsons/<cls>.json` (or `<root>/realiad_jsons/<cls>.json`) with
-//! `train` and `test` lists of `{image_path, mask_path, anomaly_class}`, paths relative to the
-//! category's image folder; `anomaly_class == "OK"` is normal.
+//! (`images` = `realiad_1024`, or another resolution), split files `<root>/<jsons>/<cls>.json`
+//! (`jsons` = `realiad_jsons/realiad_jsons` for the standard protocol; the download also has
+//! `realiad_jsons_sv` and others) with `train` and `test` lists of
+//! `{image_path, mask_path, anomaly_class}`, paths relative to the category's image folder.
+//! Normal is `anomaly_class == meta.normal_class` when the file has it, else `"OK"`.
 
 use crate::data::fsutil::{check_split, file_stem};
 use crate::data::sample::{Category, Dataset, ImageSource, Label, MaskSource, Sample, Split};
@@ -10,14 +11,10 @@ use crate::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// Real-IAD at `root`, images from `root/images`; all categories with a JSON split file.
-pub fn realiad(root: &Path, images: &str) -> Result<Dataset> {
-    let nested = root.join("realiad_jsons").join("realiad_jsons");
-    let json_dir = if nested.is_dir() {
-        nested
-    } else {
-        root.join("realiad_jsons")
-    };
+/// Real-IAD at `root`, images from `root/images`, one category per JSON file in
+/// `root/jsons`.
+pub fn realiad(root: &Path, images: &str, jsons: &str) -> Result<Dataset> {
+    let json_dir = root.join(jsons);
     let mut jsons: Vec<PathBuf> = std::fs::read_dir(&json_dir)
         .map_err(|e| Error::io(&json_dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -45,6 +42,7 @@ fn category(json: &Path, image_dir: &Path) -> Result<Category> {
     let text = std::fs::read_to_string(json).map_err(|e| Error::io(json, e))?;
     let bad = |what: String| Error::Invalid(format!("{}: {what}", json.display()));
     let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let normal_class = v["meta"]["normal_class"].as_str().unwrap_or("OK");
     let mut split = Split::default();
     for (key, out) in [("train", &mut split.train), ("test", &mut split.test)] {
         let list = v[key]
@@ -56,7 +54,7 @@ fn category(json: &Path, image_dir: &Path) -> Result<Category> {
                 field("image_path").ok_or_else(|| bad(format!("{key}[{i}]: no image_path")))?;
             let class = field("anomaly_class")
                 .ok_or_else(|| bad(format!("{key}[{i}]: no anomaly_class")))?;
-            let label = if class == "OK" {
+            let label = if class == normal_class {
                 Label::Normal
             } else {
                 Label::Anomalous

@@ -1,8 +1,9 @@
 //! Shape validation shared by every backend. Each function checks one op's operands and
 //! returns the sizes the op's loops need, or an `Error::Shape` naming the op and the shapes.
 
-use super::{AdamStep, Backend, Layout, Tensor};
+use super::{AdamStep, Backend, Interp, Layout, Tensor};
 use crate::error::{shape_err, Error, Result};
+use crate::tensor::HostTensor;
 
 fn fmt_dims(d: &[usize]) -> String {
     format!("{d:?}")
@@ -289,6 +290,23 @@ pub fn arg(op: &'static str, ok: bool, why: impl FnOnce() -> String) -> Result<(
     } else {
         Err(Error::Invalid(format!("{op}: {}", why())))
     }
+}
+
+/// `upload`: a HostTensor's fields are public, so its data may disagree with its shape;
+/// copying it would then read or write past one of the two buffers.
+pub fn upload(host: &HostTensor) -> Result<()> {
+    if host.data.len() != host.shape.numel() {
+        return shape_err(
+            "upload",
+            format!(
+                "shape {} holds {} values, data has {}",
+                host.shape,
+                host.shape.numel(),
+                host.data.len()
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// `layernorm_fwd`: returns (R, D).
@@ -671,7 +689,7 @@ pub fn resize<B: Backend + ?Sized>(
 ) -> Result<(usize, usize, usize, usize, usize)> {
     const OP: &str = "resize";
     let (p, h, w) = planes(OP, "x", x)?;
-    let (p2, h2, w2) = planes(OP, "out", out)?;
+    let (_, h2, w2) = planes(OP, "out", out)?;
     let (xd, od) = (x.dims(), out.dims());
     if xd[..xd.len() - 2] != od[..od.len() - 2] || h == 0 || w == 0 || h2 == 0 || w2 == 0 {
         return shape_err(
@@ -683,8 +701,20 @@ pub fn resize<B: Backend + ?Sized>(
             ),
         );
     }
-    debug_assert_eq!(p, p2);
     Ok((p, h, w, h2, w2))
+}
+
+/// `resize`'s interpolation parameters: scale factors, when given, must be positive.
+pub fn resize_interp(interp: Interp) -> Result<()> {
+    if let Interp::Bicubic {
+        scale: Some((sh, sw)),
+    } = interp
+    {
+        arg("resize", sh > 0.0 && sw > 0.0, || {
+            format!("scale factors ({sh}, {sw}) must be positive")
+        })?;
+    }
+    Ok(())
 }
 
 /// `gaussian_blur`: returns (planes, H, W).
@@ -721,6 +751,94 @@ pub fn topk_mean<B: Backend + ?Sized>(
         format!("k {k} must be in 1..={m} for x {}", fmt_dims(x.dims()))
     })?;
     Ok((r, m))
+}
+
+/// `gelu_bwd`.
+pub fn gelu_bwd<B: Backend + ?Sized>(dy: &Tensor<B>, x: &Tensor<B>, dx: &Tensor<B>) -> Result<()> {
+    same("gelu_bwd", ("dy", dy), ("x", x))?;
+    same("gelu_bwd", ("dx", dx), ("x", x))
+}
+
+/// `bias_gelu_fwd`: returns (R, n).
+pub fn bias_gelu_fwd<B: Backend + ?Sized>(
+    x: &Tensor<B>,
+    bias: &Tensor<B>,
+    y: &Tensor<B>,
+) -> Result<(usize, usize)> {
+    let dims = rows_and_vec("bias_gelu_fwd", x, bias, "bias")?;
+    same("bias_gelu_fwd", ("x", x), ("y", y))?;
+    Ok(dims)
+}
+
+/// `residual_bwd`: like [`residual`], plus `dgamma [D]`, which needs a `gamma`.
+pub fn residual_bwd<B: Backend + ?Sized>(
+    dout: &Tensor<B>,
+    y: &Tensor<B>,
+    gamma: Option<&Tensor<B>>,
+    dy: &Tensor<B>,
+    dgamma: Option<&Tensor<B>>,
+) -> Result<(usize, usize)> {
+    const OP: &str = "residual_bwd";
+    let (r, d) = residual(
+        OP,
+        ("dout", dout),
+        ("y", y),
+        ("dy", dy),
+        gamma.map(|g| ("gamma", g)),
+    )?;
+    match (gamma, dgamma) {
+        (None, Some(dg)) => {
+            return shape_err(
+                OP,
+                format!("dgamma {} given without gamma", fmt_dims(dg.dims())),
+            )
+        }
+        (Some(_), Some(dg)) => exact(OP, "dgamma", dg, &[d])?,
+        _ => {}
+    }
+    Ok((r, d))
+}
+
+/// `cosine_distance_bwd`: returns (R, C).
+pub fn cosine_distance_bwd<B: Backend + ?Sized>(
+    dd: &Tensor<B>,
+    a: &Tensor<B>,
+    b: &Tensor<B>,
+    db: &Tensor<B>,
+) -> Result<(usize, usize)> {
+    let dims = cosine_distance("cosine_distance_bwd", a, b, ("dd", dd))?;
+    same("cosine_distance_bwd", ("db", db), ("b", b))?;
+    Ok(dims)
+}
+
+/// `global_cosine_fwd`: returns (B, T, C).
+pub fn global_cosine_fwd<B: Backend + ?Sized>(
+    a: &Tensor<B>,
+    b: &Tensor<B>,
+    loss: &Tensor<B>,
+    point_dist: &Tensor<B>,
+    stats: &Tensor<B>,
+) -> Result<(usize, usize, usize)> {
+    const OP: &str = "global_cosine_fwd";
+    let dims = global_cosine(OP, a, b, point_dist, stats)?;
+    exact(OP, "loss", loss, &[1])?;
+    Ok(dims)
+}
+
+/// `global_cosine_bwd`: returns ((B, T, C), k) with k from [`hard_mining_k`].
+pub fn global_cosine_bwd<B: Backend + ?Sized>(
+    a: &Tensor<B>,
+    b: &Tensor<B>,
+    point_dist: &Tensor<B>,
+    stats: &Tensor<B>,
+    p: f32,
+    db: &Tensor<B>,
+) -> Result<((usize, usize, usize), usize)> {
+    const OP: &str = "global_cosine_bwd";
+    let dims = global_cosine(OP, a, b, point_dist, stats)?;
+    same(OP, ("db", db), ("b", b))?;
+    let k = hard_mining_k(OP, dims.0 * dims.1, p)?;
+    Ok((dims, k))
 }
 
 #[cfg(test)]

@@ -346,7 +346,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
     /// `db` (written) = `dloss · ∂loss/∂b`, with the gradient of every token whose distance
     /// lies below the k-th largest (k = ⌊B·T·(1-p)⌋, over the whole batch) multiplied by
-    /// `factor` (Dinomaly's hard mining; p = 0 keeps every gradient whole).
+    /// `factor` (Dinomaly's hard mining; p = 0 keeps every gradient whole). `p` must lie in
+    /// [0, 1]; k = B·T puts the threshold at the smallest distance (no token scaled), and
+    /// k = 0 (p = 1, where torch.topk would fail) is defined as an infinite threshold (every
+    /// token scaled). See [`check::hard_mining_k`] for how k is rounded.
     #[allow(clippy::too_many_arguments)]
     fn global_cosine_bwd(
         &self,

@@ -39,7 +39,7 @@ pub enum ImageScore {
     /// The score the scorer returns.
     FromScorer,
     /// Mean of the top `ratio` of the post-processed map (Dinomaly: 0.01; 0 = maximum).
-    TopMean(f32),
+    TopMean(f64),
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -58,12 +58,13 @@ pub struct EvalOptions {
     pub heatmaps_per_category: usize,
 }
 
-impl Default for EvalOptions {
-    /// Dinomaly's evaluation at the quick R256-C224 setting.
-    fn default() -> Self {
+impl EvalOptions {
+    /// The quick setting of the shared reference scripts: R256-C224, maps and masks compared
+    /// at the crop size (224), Dinomaly's smoothing and top-1 % score.
+    pub fn quick() -> Self {
         EvalOptions {
             geometry: Geometry::R256_C224,
-            mask_size: 256,
+            mask_size: 224,
             smoothing: Some(Smoothing::default()),
             image_score: ImageScore::TopMean(0.01),
             batch_size: 8,
@@ -74,6 +75,21 @@ impl Default for EvalOptions {
             prefetch_depth: 4,
             heatmaps_per_category: 8,
         }
+    }
+
+    /// Dinomaly's paper setting (methods.md §2.1, §2.11): R448-C392, maps and masks at 256.
+    pub fn dinomaly() -> Self {
+        EvalOptions {
+            geometry: Geometry::R448_C392,
+            mask_size: 256,
+            ..Self::quick()
+        }
+    }
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self::quick()
     }
 }
 
@@ -149,7 +165,7 @@ where
                 )));
             }
             for (image, (score, map)) in batch.drain(..).zip(scored) {
-                let map = map.map(|m| postprocess(m, opts));
+                let map = map.map(|m| postprocess(m, opts, &image.name)).transpose()?;
                 let score = match (opts.image_score, &map) {
                     (ImageScore::TopMean(ratio), Some(m)) => top_mean(m, ratio),
                     (ImageScore::TopMean(_), None) => {
@@ -187,18 +203,27 @@ where
     finish_category(category, records, pixels, heatmaps, start)
 }
 
-/// Resize to the evaluation size, then smooth (Dinomaly's order).
-fn postprocess(map: Map, opts: &EvalOptions) -> Map {
+/// Resize to the evaluation size, then smooth (Dinomaly's order). A map whose fields
+/// disagree (they are public) is an error naming the image.
+fn postprocess(map: Map, opts: &EvalOptions, name: &str) -> Result<Map> {
+    if map.data.is_empty() || map.data.len() != map.width * map.height {
+        return Err(Error::Invalid(format!(
+            "{name}: the scorer returned a {}x{} map with {} values",
+            map.width,
+            map.height,
+            map.data.len()
+        )));
+    }
     let n = opts.mask_size as usize;
     let map = if map.width != n || map.height != n {
         resize(&map, n, n, Align::HalfPixel)
     } else {
         map
     };
-    match opts.smoothing {
+    Ok(match opts.smoothing {
         Some(s) => smooth(&map, s),
         None => map,
-    }
+    })
 }
 
 fn pool_pixels(pixels: &mut Pixels, image: &PreparedImage, map: Option<&Map>) {

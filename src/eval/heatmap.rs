@@ -51,7 +51,10 @@ pub fn overlay_strip(h: &HeatmapSample, range: (f32, f32)) -> RgbImage {
                 None => Rgb([128, 128, 128]),
             };
             out.put_pixel(w + GAP + x, y, mid);
-            let on = h.mask.as_ref().is_some_and(|m| m.get_pixel(x, y)[0] > 0);
+            let on = h
+                .mask
+                .as_ref()
+                .is_some_and(|m| m.get_pixel_checked(x, y).is_some_and(|p| p[0] > 0));
             out.put_pixel(
                 2 * (w + GAP) + x,
                 y,

@@ -141,10 +141,15 @@ pub fn smooth(map: &Map, s: Smoothing) -> Map {
 }
 
 /// Mean of the `max(1, floor(n * ratio))` largest values; `ratio = 0` gives the maximum.
+/// `ratio` is f64 as in Python: `int(65536 * 0.01)` is 655, which an f32 0.01 would make 655
+/// only by luck of rounding.
 /// Dinomaly takes `int(n * ratio)` values, which is empty (NaN) for maps under 1/ratio pixels;
-/// at least one value is taken here.
-pub fn top_mean(map: &Map, ratio: f32) -> f32 {
-    let k = ((map.data.len() as f64 * ratio as f64) as usize).clamp(1, map.data.len());
+/// at least one value is taken here. An empty map gives NaN.
+pub fn top_mean(map: &Map, ratio: f64) -> f32 {
+    if map.data.is_empty() {
+        return f32::NAN;
+    }
+    let k = ((map.data.len() as f64 * ratio) as usize).clamp(1, map.data.len());
     let mut v = map.data.clone();
     v.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
     (v[..k].iter().map(|&x| x as f64).sum::<f64>() / k as f64) as f32

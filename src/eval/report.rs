@@ -3,9 +3,11 @@
 //! per category.
 //!
 //! A previous report is never replaced by a partial one: every file is first written into a
-//! staging folder inside the output folder, and only when all of them are written are they
-//! renamed into place (a rename within one file system is atomic). A failure leaves the old
-//! files as they were and removes the staging folder.
+//! staging folder inside the output folder (`.staging-<pid>`), and only when all of them are
+//! written are they renamed into place, each rename atomic, report.json last. A failure while
+//! writing leaves the old files as they were and removes the staging folder. (A process
+//! killed in the middle of the renames, a window of microseconds, would leave new plots
+//! beside the old report.json; a killed process can also leave its staging folder behind.)
 
 use crate::data::Label;
 use crate::eval::driver::EvalOptions;
@@ -113,7 +115,8 @@ impl Report {
         };
     }
 
-    /// The terminal table: one row per category and the mean, metrics in percent.
+    /// The terminal table: one row per category and the mean, metrics in percent, then the
+    /// first warnings.
     pub fn table(&self) -> String {
         let width = self
             .categories
@@ -156,6 +159,18 @@ impl Report {
             pct(m.pixel_f1_max),
             pct(m.aupro)
         );
+        // Warnings are few in practice (one per odd mask); the full list is in report.json.
+        const SHOWN: usize = 10;
+        for w in self.warnings.iter().take(SHOWN) {
+            let _ = writeln!(s, "warning: {w}");
+        }
+        if self.warnings.len() > SHOWN {
+            let _ = writeln!(
+                s,
+                "... and {} more warnings in report.json",
+                self.warnings.len() - SHOWN
+            );
+        }
         s
     }
 
@@ -212,8 +227,8 @@ impl Report {
     }
 
     /// Writes the report into `dir` (created if needed) and returns the files written, relative
-    /// to `dir`: report.json, report.csv, scores.csv, roc_<category>.png,
-    /// heatmaps/<category>/<NN>_<image>.png.
+    /// to `dir`: `report.json`, `report.csv`, `scores.csv`, `roc_<category>.png`,
+    /// `heatmaps/<category>/<NN>_<image>.png`.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let staging = dir.join(format!(".staging-{}", std::process::id()));

@@ -1,5 +1,6 @@
-//! Test code shared by the integration tests (each tests/*.rs file is its own crate and
-//! includes this module, using a different subset of it).
+//! Test code shared by the integration tests. Each tests/*.rs file is its own crate that
+//! includes this module and uses a different subset of it (the CPU table test uses
+//! `coverage`, a GPU backend's test only `run_table`), hence the dead-code allowance.
 #![allow(dead_code)]
 
 pub mod files;

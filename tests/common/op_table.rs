@@ -7,7 +7,8 @@
 //! * every backward op is compared with central finite differences of the f64 reference
 //!   forward (on a sample of elements for the large shapes);
 //! * each tensor operand in turn is given a wrong shape, which must be an `Error::Shape`
-//!   naming the op.
+//!   naming the op, and invalid scalars (a drop probability of 1, an even blur kernel…)
+//!   must be an error naming the op.
 //!
 //! [`TRAIT_OPS`] lists the trait's methods; `coverage` checks it against the trait source
 //! and against the table, so an op added to the trait without a table entry fails the tests.
@@ -83,6 +84,7 @@ pub struct Tolerance {
 }
 
 /// What the backend must produce for one output.
+#[derive(Clone)]
 struct Expect {
     want: Vec<f64>,
     /// Elements to check (None: all). Finite differences are taken on a sample.
@@ -155,6 +157,7 @@ impl Default for P {
 }
 
 /// One table entry: an op, its parameters, its operands and what it must produce.
+#[derive(Clone)]
 struct Call {
     op: &'static str,
     p: P,
@@ -717,19 +720,37 @@ fn group_mean_cases(rng: &mut Rng, dims: &[usize], count: usize) -> Vec<Call> {
     vec![fwd, bwd]
 }
 
-fn cosine_cases(rng: &mut Rng, lead: &[usize], c: usize, zero_row: bool) -> Vec<Call> {
+/// How the first row of a cosine case is built.
+#[derive(PartialEq)]
+enum FirstRow {
+    Random,
+    /// b = 0: the 1e-8 floor of |a|·|b| makes the distance exactly 1. Not differentiable
+    /// there, so forward only.
+    Zero,
+    /// a and b scaled by 1e-10: inside the floor, where the cosine is a·b / 1e-8, a smooth
+    /// function that finite differences with their 1e-5 step do not leave.
+    Tiny,
+}
+
+fn cosine_cases(rng: &mut Rng, lead: &[usize], c: usize, first: FirstRow) -> Vec<Call> {
     let dims = [lead, &[c]].concat();
     let rows: usize = lead.iter().product();
-    let a = rand(rng, &dims, -1.0, 1.0);
+    let mut a = rand(rng, &dims, -1.0, 1.0);
     let mut b = rand(rng, &dims, -1.0, 1.0);
-    if zero_row {
-        // The 1e-8 floor of |a|·|b|: distance exactly 1. Not differentiable, so forward only.
-        b.data[..c].fill(0.0);
-        let d = r::cosine_distance(&f64s(&a), &f64s(&b), c);
-        return vec![Call::new("cosine_distance_fwd", P::default())
-            .input(&a)
-            .input(&b)
-            .out(lead, d)];
+    match first {
+        FirstRow::Random => {}
+        FirstRow::Zero => {
+            b.data[..c].fill(0.0);
+            let d = r::cosine_distance(&f64s(&a), &f64s(&b), c);
+            return vec![Call::new("cosine_distance_fwd", P::default())
+                .input(&a)
+                .input(&b)
+                .out(lead, d)];
+        }
+        FirstRow::Tiny => {
+            a.data[..c].iter_mut().for_each(|v| *v *= 1e-10);
+            b.data[..c].iter_mut().for_each(|v| *v *= 1e-10);
+        }
     }
     let (av, bv) = (f64s(&a), f64s(&b));
     let dd = rand(rng, &[rows], -1.0, 1.0);
@@ -760,9 +781,21 @@ fn hard_mining_scale(dist: &[f32], p: f32, factor: f64) -> Vec<f64> {
         .collect()
 }
 
-fn global_cosine_cases(rng: &mut Rng, b: usize, t: usize, c: usize, ps: &[f32]) -> Vec<Call> {
-    let a = rand(rng, &[b, t, c], -1.0, 1.0);
-    let bt = rand(rng, &[b, t, c], -1.0, 1.0);
+fn global_cosine_cases(
+    rng: &mut Rng,
+    b: usize,
+    t: usize,
+    c: usize,
+    ps: &[f32],
+    first: FirstRow,
+) -> Vec<Call> {
+    let mut a = rand(rng, &[b, t, c], -1.0, 1.0);
+    let mut bt = rand(rng, &[b, t, c], -1.0, 1.0);
+    if first == FirstRow::Tiny {
+        // Image 0 inside the cosine's floor (see FirstRow::Tiny).
+        a.data[..t * c].iter_mut().for_each(|v| *v *= 1e-10);
+        bt.data[..t * c].iter_mut().for_each(|v| *v *= 1e-10);
+    }
     let (av, bv) = (f64s(&a), f64s(&bt));
     let (loss, pd, stats) = r::global_cosine(&av, &bv, b, c);
     let mut v = vec![Call::new("global_cosine_fwd", P::default())
@@ -1017,11 +1050,30 @@ fn table() -> Vec<Call> {
     t.extend(slice_cases(g, 1, 789, 1, 0, 789));
     t.extend(group_mean_cases(g, &[2, 13, 3], 4));
     t.extend(group_mean_cases(g, &[5], 1));
-    t.extend(cosine_cases(g, &[2, 13], 768, false));
-    t.extend(cosine_cases(g, &[257], 3, false));
-    t.extend(cosine_cases(g, &[4], 5, true));
-    t.extend(global_cosine_cases(g, 2, 13, 3, &[0.0, 0.5, 0.9, 1.0]));
-    t.extend(global_cosine_cases(g, 2, 257, 8, &[0.9]));
+    t.extend(cosine_cases(g, &[2, 13], 768, FirstRow::Random));
+    t.extend(cosine_cases(g, &[257], 3, FirstRow::Random));
+    t.extend(cosine_cases(g, &[4], 5, FirstRow::Zero));
+    t.extend(cosine_cases(g, &[4], 5, FirstRow::Tiny));
+    t.extend(global_cosine_cases(
+        g,
+        2,
+        13,
+        3,
+        &[0.0, 0.5, 0.9, 1.0],
+        FirstRow::Random,
+    ));
+    // Small enough for finite differences on every element, so the token at the threshold
+    // itself (kept whole: the mask is `dist < thresh`) is always checked.
+    t.extend(global_cosine_cases(
+        g,
+        2,
+        7,
+        3,
+        &[0.5, 0.9],
+        FirstRow::Random,
+    ));
+    t.extend(global_cosine_cases(g, 2, 7, 3, &[0.0], FirstRow::Tiny));
+    t.extend(global_cosine_cases(g, 2, 257, 8, &[0.9], FirstRow::Random));
     for stable in [false, true] {
         for amsgrad in [false, true] {
             t.push(adam_case(g, &[13, 3], stable, amsgrad, 1, 1e-8, 1e-4));
@@ -1354,6 +1406,57 @@ fn check_wrong_shapes<B: Backend>(be: &B, c: &Call) {
     }
 }
 
+/// Variants of an entry's scalar parameters that the op must reject with an error naming it.
+fn invalid_params(c: &Call) -> Vec<P> {
+    let with = |f: &dyn Fn(&mut P)| {
+        let mut p = c.p.clone();
+        f(&mut p);
+        p
+    };
+    let m = c.ins.first().map_or(0, |t| t.shape.last());
+    match c.op {
+        "dropout_fwd" | "dropout_bwd" => vec![with(&|p| p.p = 1.0), with(&|p| p.p = -0.1)],
+        "global_cosine_bwd" => vec![with(&|p| p.p = 1.5), with(&|p| p.p = f32::NAN)],
+        "adamw_step" | "stable_adamw_step" => vec![
+            with(&|p| p.hp.t = 0),
+            with(&|p| p.hp.amsgrad = !p.hp.amsgrad),
+        ],
+        "topk_mean" => vec![with(&|p| p.k = 0), with(&|p| p.k = m + 1)],
+        "gaussian_blur" => vec![with(&|p| p.ksize = 4), with(&|p| p.sigma = 0.0)],
+        "attention_fwd" | "attention_bwd" => vec![with(&|p| p.heads = 0), with(&|p| p.heads += 1)],
+        "linear_attention_fwd" | "linear_attention_bwd" => {
+            vec![with(&|p| p.heads = 0), with(&|p| p.eps = -1.0)]
+        }
+        "patchify" => vec![with(&|p| p.patch = 0), with(&|p| p.patch += 1)],
+        "resize" => vec![with(&|p| {
+            p.interp = Interp::Bicubic {
+                scale: Some((0.0, 1.0)),
+            }
+        })],
+        _ => vec![],
+    }
+}
+
+fn check_invalid_params<B: Backend>(be: &B, c: &Call) {
+    for p in invalid_params(c) {
+        let bad = Call { p, ..c.clone() };
+        let ins: Vec<Tensor<B>> = bad.ins.iter().map(|t| be.upload(t).unwrap()).collect();
+        let mut outs: Vec<Tensor<B>> = bad.outs.iter().map(|t| be.upload(&t.0).unwrap()).collect();
+        match invoke(be, &bad, &ins, &mut outs) {
+            Err(e) => assert!(
+                e.to_string().contains(c.op),
+                "{}: error does not name the op: {e}",
+                c.label()
+            ),
+            Ok(_) => panic!(
+                "{} on {}: accepted invalid parameters",
+                c.label(),
+                be.name()
+            ),
+        }
+    }
+}
+
 /// The memory ops the runner itself relies on.
 fn check_memory_ops<B: Backend>(be: &B) {
     assert!(!be.name().is_empty());
@@ -1363,6 +1466,19 @@ fn check_memory_ops<B: Backend>(be: &B) {
     let h = Rng::new(3).tensor([7, 2], -1.0, 1.0);
     let back = be.download(&be.upload(&h).unwrap()).unwrap();
     assert_eq!(back.dims(), h.dims());
+    let inconsistent = HostTensor {
+        shape: [7, 3].into(),
+        data: h.data.clone(),
+    };
+    match be.upload(&inconsistent) {
+        Err(e @ Error::Shape { op: "upload", .. }) => {
+            assert!(e.to_string().contains("[7, 3]"), "{e}")
+        }
+        other => panic!(
+            "upload of a shape/data mismatch on {} gave {other:?}",
+            be.name()
+        ),
+    }
     let err = back.max_abs_diff(&h).unwrap() as f64;
     assert!(
         err <= 1e-2 * h.data.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64,
@@ -1399,6 +1515,7 @@ pub fn run_table<B: Backend>(be: &B, tol: &Tolerance) {
             }
         }
         check_wrong_shapes(be, &c);
+        check_invalid_params(be, &c);
     }
 }
 

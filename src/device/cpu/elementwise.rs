@@ -1,6 +1,6 @@
 //! Element-wise ops: BLAS-1 helpers, GELU, LayerScale residuals and dropout.
 
-use super::math::{erf, exp};
+use super::math::{exp, normal_cdf};
 use super::par;
 use crate::device::rng::dropout_keep;
 use rayon::prelude::*;
@@ -30,19 +30,18 @@ pub fn sum_squares(x: &[f32]) -> f64 {
     partial.iter().sum()
 }
 
-/// `x·Φ(x)` with the exact (erf) normal CDF.
+/// Exact GELU `x·Φ(x)`.
 #[inline(always)]
 fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+    x * normal_cdf(x)
 }
 
 /// `d/dx x·Φ(x) = Φ(x) + x·φ(x)`.
 #[inline(always)]
 fn gelu_grad(x: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
     let pdf = exp(-0.5 * x * x)
         * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
-    cdf + x * pdf
+    normal_cdf(x) + x * pdf
 }
 
 /// Runs `f(row of a, row of b, row of out)` over the `width`-wide rows of `out` in parallel,
@@ -101,15 +100,21 @@ pub fn bias_gelu_bwd(dy: &[f32], x: &[f32], bias: Option<&[f32]>, dx: &mut [f32]
     }
 }
 
-/// `out = x + gamma ⊙ y` (gamma per column; 1 when absent).
+/// `out = x + gamma ⊙ y` (gamma per column; 1 when absent). Row-wise, so the column of an
+/// element is its index in the row, not an integer division per element.
 pub fn residual_fwd(x: &[f32], y: &[f32], gamma: Option<&[f32]>, out: &mut [f32]) {
-    out.par_iter_mut()
-        .enumerate()
-        .with_min_len(ELEMS_PER_TASK)
-        .for_each(|(i, o)| {
-            let g = gamma.map_or(1.0, |g| g[i % g.len()]);
-            *o = x[i] + g * y[i];
-        });
+    match gamma {
+        Some(g) => rows3(x, y, out, g.len(), |x, y, o| {
+            for (((o, &x), &y), &g) in o.iter_mut().zip(x).zip(y).zip(g) {
+                *o = x + g * y;
+            }
+        }),
+        None => rows3(x, y, out, ELEMS_PER_TASK, |x, y, o| {
+            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                *o = x + y;
+            }
+        }),
+    }
 }
 
 /// `dy = gamma ⊙ dout`, `dgamma += Σ_rows dout ⊙ y`.
@@ -121,13 +126,14 @@ pub fn residual_bwd(
     dy: &mut [f32],
     dgamma: Option<&mut [f32]>,
 ) {
-    dy.par_iter_mut()
-        .enumerate()
-        .with_min_len(ELEMS_PER_TASK)
-        .for_each(|(i, d)| {
-            let g = gamma.map_or(1.0, |g| g[i % g.len()]);
-            *d = g * dout[i];
-        });
+    match gamma {
+        Some(g) => rows3(dout, dout, dy, g.len(), |dout, _, dy| {
+            for ((d, &o), &g) in dy.iter_mut().zip(dout).zip(g) {
+                *d = g * o;
+            }
+        }),
+        None => dy.copy_from_slice(dout),
+    }
     if let Some(dg) = dgamma {
         let d = dg.len();
         par::column_sums(

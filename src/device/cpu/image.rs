@@ -155,3 +155,28 @@ pub fn topk_mean(x: &[f32], m: usize, k: usize, out: &mut [f32]) {
         o[0] = (row[..k].iter().map(|&v| v as f64).sum::<f64>() / k as f64) as f32;
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dinomaly_gaussian_kernel_matches_its_published_weights() {
+        // research/methods.md §2.11: ksize 5, sigma 4; centre row and corner, to 4 digits.
+        let k = gaussian_kernel(4.0, 5);
+        let centre_row = [0.0399, 0.0438, 0.0452, 0.0438, 0.0399];
+        for (got, want) in k[10..15].iter().zip(centre_row) {
+            assert!((got - want).abs() < 5e-5, "{got} vs {want}");
+        }
+        assert!((k[0] - 0.0352).abs() < 5e-5, "corner {}", k[0]);
+        assert!((k.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cubic_weights_at_half_and_zero() {
+        // a = -0.75: at t = 0.5 the taps are (-3/32, 19/32, 19/32, -3/32); at t = 0 the
+        // kernel interpolates: (0, 1, 0, 0).
+        assert_eq!(cubic_weights(0.5), [-0.09375, 0.59375, 0.59375, -0.09375]);
+        assert_eq!(cubic_weights(0.0), [0.0, 1.0, 0.0, 0.0]);
+    }
+}

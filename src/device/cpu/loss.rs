@@ -84,7 +84,7 @@ pub fn global_cosine_fwd(
 
 /// The `k`-th largest value of `x` (1-based), ordered by `f32::total_cmp`, or `None` when
 /// `k` is 0 or larger than `x`.
-pub fn kth_largest(x: &[f32], k: usize) -> Option<f32> {
+fn kth_largest(x: &[f32], k: usize) -> Option<f32> {
     if k == 0 || k > x.len() {
         return None;
     }

@@ -12,7 +12,7 @@ mod elementwise;
 mod image;
 mod loss;
 mod math;
-pub mod matmul;
+mod matmul;
 mod norm;
 mod optim;
 mod par;
@@ -21,8 +21,6 @@ mod tokens;
 use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};
 use crate::error::Result;
 use crate::tensor::{HostTensor, Shape};
-
-pub use loss::kth_largest;
 
 /// The CPU backend. Stateless: parallelism comes from rayon's global pool.
 #[derive(Clone, Copy, Debug, Default)]
@@ -49,6 +47,7 @@ impl Backend for Cpu {
         Ok(Tensor::from_parts(shape, vec![0.0; n]))
     }
     fn upload(&self, host: &HostTensor) -> Result<T> {
+        check::upload(host)?;
         Ok(Tensor::from_parts(host.shape.clone(), host.data.clone()))
     }
     fn download(&self, t: &T) -> Result<HostTensor> {
@@ -216,14 +215,12 @@ impl Backend for Cpu {
         Ok(())
     }
     fn gelu_bwd(&self, dy: &T, x: &T, dx: &mut T) -> Result<()> {
-        check::same("gelu_bwd", ("dy", dy), ("x", x))?;
-        check::same("gelu_bwd", ("dx", dx), ("x", x))?;
+        check::gelu_bwd(dy, x, dx)?;
         elementwise::bias_gelu_bwd(&dy.storage, &x.storage, None, &mut dx.storage);
         Ok(())
     }
     fn bias_gelu_fwd(&self, x: &T, bias: &T, y: &mut T) -> Result<()> {
-        check::rows_and_vec("bias_gelu_fwd", x, bias, "bias")?;
-        check::same("bias_gelu_fwd", ("x", x), ("y", y))?;
+        check::bias_gelu_fwd(x, bias, y)?;
         elementwise::bias_gelu_fwd(&x.storage, Some(&bias.storage), &mut y.storage);
         Ok(())
     }
@@ -262,24 +259,7 @@ impl Backend for Cpu {
         dy: &mut T,
         dgamma: Option<&mut T>,
     ) -> Result<()> {
-        const OP: &str = "residual_bwd";
-        let (r, d) = check::residual(
-            OP,
-            ("dout", dout),
-            ("y", y),
-            ("dy", dy),
-            gamma.map(|g| ("gamma", g)),
-        )?;
-        match (&gamma, &dgamma) {
-            (None, Some(dg)) => {
-                return crate::error::shape_err(
-                    OP,
-                    format!("dgamma {} given without gamma", dg.shape()),
-                )
-            }
-            (_, Some(dg)) => check::exact(OP, "dgamma", dg, &[d])?,
-            _ => {}
-        }
+        let (r, _) = check::residual_bwd(dout, y, gamma, dy, dgamma.as_deref())?;
         elementwise::residual_bwd(
             &dout.storage,
             &y.storage,
@@ -377,8 +357,7 @@ impl Backend for Cpu {
         Ok(())
     }
     fn cosine_distance_bwd(&self, dd: &T, a: &T, b: &T, db: &mut T) -> Result<()> {
-        let (_, c) = check::cosine_distance("cosine_distance_bwd", a, b, ("dd", dd))?;
-        check::same("cosine_distance_bwd", ("db", db), ("b", b))?;
+        let (_, c) = check::cosine_distance_bwd(dd, a, b, db)?;
         loss::cosine_distance_bwd(&dd.storage, &a.storage, &b.storage, c, &mut db.storage);
         Ok(())
     }
@@ -390,9 +369,7 @@ impl Backend for Cpu {
         point_dist: &mut T,
         stats: &mut T,
     ) -> Result<()> {
-        const OP: &str = "global_cosine_fwd";
-        let dims = check::global_cosine(OP, a, b, point_dist, stats)?;
-        check::exact(OP, "loss", loss, &[1])?;
+        let dims = check::global_cosine_fwd(a, b, loss, point_dist, stats)?;
         loss::global_cosine_fwd(
             &a.storage,
             &b.storage,
@@ -414,10 +391,7 @@ impl Backend for Cpu {
         dloss: f32,
         db: &mut T,
     ) -> Result<()> {
-        const OP: &str = "global_cosine_bwd";
-        let dims = check::global_cosine(OP, a, b, point_dist, stats)?;
-        check::same(OP, ("db", db), ("b", b))?;
-        let k = check::hard_mining_k(OP, dims.0 * dims.1, p)?;
+        let (dims, k) = check::global_cosine_bwd(a, b, point_dist, stats, p, db)?;
         loss::global_cosine_bwd(
             loss::GlobalCosineBwd {
                 a: &a.storage,
@@ -473,14 +447,7 @@ impl Backend for Cpu {
 
     fn resize(&self, x: &T, interp: Interp, out: &mut T) -> Result<()> {
         let dims = check::resize(x, out)?;
-        if let Interp::Bicubic {
-            scale: Some((sh, sw)),
-        } = interp
-        {
-            check::arg("resize", sh > 0.0 && sw > 0.0, || {
-                format!("scale factors ({sh}, {sw}) must be positive")
-            })?;
-        }
+        check::resize_interp(interp)?;
         image::resize(&x.storage, dims, interp, &mut out.storage);
         Ok(())
     }

@@ -1,0 +1,36 @@
+//! Helpers shared by the benchmarks: command-line values and timing that also reports the
+//! CPU time the process's threads actually got, so numbers from a loaded machine can be
+//! read for what an idle one would do.
+
+use std::time::Instant;
+
+/// The value after `--name` on the command line.
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// CPU time this process's threads have run, from Linux's per-thread schedstat (ns).
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// One timed run: (wall seconds, CPU seconds of all threads if known).
+pub fn timed(f: &mut dyn FnMut()) -> (f64, Option<f64>) {
+    let cpu0 = process_cpu_ns();
+    let t = Instant::now();
+    f();
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = process_cpu_ns()
+        .zip(cpu0)
+        .map(|(b, a)| (b - a) as f64 * 1e-9);
+    (wall, cpu)
+}

@@ -1,0 +1,24 @@
+//! The op table on a real GPU through the cudarc launcher, when this machine has one (and the
+//! binary was built with nvcc); elsewhere the test says why it skipped and passes.
+
+mod common;
+
+use common::op_table::{run_table, Tolerance};
+use kdad::device::gpu::cuda::Cuda;
+use kdad::device::gpu::GpuBackend;
+
+/// The emulator's bf16 tolerance (tests/op_table_emu.rs): the kernels are the same, only
+/// the GPU's approximate `__expf`, FMA contraction and the tensor cores' summation order
+/// differ, all far below bf16 rounding.
+const GPU_BF16: Tolerance = Tolerance {
+    forward: 1e-2,
+    backward: 1e-2,
+};
+
+#[test]
+fn cuda_matches_reference_cpu_and_finite_differences() {
+    match Cuda::new(0) {
+        Ok(cuda) => run_table(&GpuBackend::new(cuda), &GPU_BF16),
+        Err(e) => eprintln!("skipped: {e}"),
+    }
+}
