@@ -15,6 +15,12 @@ use std::path::{Path, PathBuf};
 pub const FORMAT: &str = "kdad-checkpoint";
 pub const VERSION: u32 = 1;
 const CONFIG: &str = "config.json";
+/// Metadata key of a tensor file naming the checkpoint it belongs to.
+const STAMP: &str = "kdad_checkpoint";
+
+fn stamp(meta: &CheckpointMeta) -> String {
+    format!("{} step {}", meta.method, meta.step)
+}
 
 /// Which teacher a checkpoint was trained against: students are only meaningful with it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,10 +127,9 @@ fn serialize(tensors: &[(String, HostTensor)], meta: &CheckpointMeta) -> Result<
         .map(|(n, b, d)| Ok((*n, TensorView::new(Dtype::F32, d.to_vec(), b)?)))
         .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| Error::Invalid(format!("checkpoint: {e}")))?;
-    let info = HashMap::from([
-        ("method".to_string(), meta.method.clone()),
-        ("step".to_string(), meta.step.to_string()),
-    ]);
+    // One metadata entry: the header's map is written in hash order, so with one key the
+    // same checkpoint is the same bytes in every process.
+    let info = HashMap::from([(STAMP.to_string(), stamp(meta))]);
     safetensors::serialize(views, Some(info))
         .map_err(|e| Error::Invalid(format!("checkpoint: {e}")))
 }
@@ -209,13 +214,11 @@ impl Checkpoint {
         };
         let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let info = header.metadata().as_ref();
-        let step = info.and_then(|m| m.get("step")).map(String::as_str);
-        let method = info.and_then(|m| m.get("method")).map(String::as_str);
-        if step != Some(self.meta.step.to_string().as_str()) || method != Some(&self.meta.method) {
+        let found = header.metadata().as_ref().and_then(|m| m.get(STAMP));
+        let want = stamp(&self.meta);
+        if found != Some(&want) {
             return Err(corrupt(format!(
-                "it records method {method:?} step {step:?}, {CONFIG} says {:?} step {}",
-                self.meta.method, self.meta.step
+                "it records {found:?}, {CONFIG} says {want:?}"
             )));
         }
         let mut out = HashMap::new();
@@ -342,7 +345,7 @@ mod tests {
         let mut c = Checkpoint::open(&d, "dual_student").unwrap();
         c.meta.step = 6; // as if config.json and the tensor file came from different saves
         let e = c.weights().unwrap_err().to_string();
-        assert!(e.contains("step Some(\"5\")"), "{e}");
+        assert!(e.contains("records Some(\"dual_student step 5\")"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -187,6 +187,20 @@ fn killed_and_resumed_run_ends_bit_identical_to_an_unbroken_one() {
         Checkpoint::open(&killed, METHOD).unwrap(),
     );
     assert_eq!(c1.meta.method_state, c2.meta.method_state);
+    // The files themselves are the same bytes, so a checksum verifies a resumed run.
+    for f in [
+        &c1.meta.weights_file,
+        c1.meta.optimizer_file.as_ref().unwrap(),
+    ] {
+        let (a, b) = (
+            std::fs::read(whole.join(f)).unwrap(),
+            std::fs::read(killed.join(f)).unwrap(),
+        );
+        assert!(
+            a == b,
+            "{f} differs between the unbroken and the resumed run"
+        );
+    }
     let (l1, l2) = (
         read_log(&whole.join(LOG_FILE)).unwrap(),
         read_log(&killed.join(LOG_FILE)).unwrap(),
