@@ -1,6 +1,7 @@
 //! kdad: visual anomaly detection by knowledge distillation from a frozen DINOv2 ViT teacher,
 //! on a CPU backend (the numerical reference) and hand-written CUDA kernels.
 
+pub mod atomic;
 pub mod cli;
 pub mod data;
 pub mod device;

@@ -4,7 +4,7 @@
 //! `config.json` is written last and is the commit point, so a run killed at any moment
 //! leaves the previous complete checkpoint in place. Every write is atomic.
 
-use super::atomic::write_atomic;
+use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};

@@ -2,7 +2,6 @@
 //! optimisers, atomic checkpoints, the step log and progress bar, and the loop that drives
 //! them.
 
-pub mod atomic;
 pub mod checkpoint;
 pub mod optim;
 pub mod params;

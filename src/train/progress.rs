@@ -54,7 +54,7 @@ impl StepLog {
         if !text.is_empty() {
             text.push('\n');
         }
-        super::atomic::write_atomic(path, text.as_bytes())?;
+        crate::atomic::write_atomic(path, text.as_bytes())?;
         let file = OpenOptions::new()
             .append(true)
             .open(path)

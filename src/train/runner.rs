@@ -143,7 +143,7 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::atomic::write_atomic;
+    use crate::atomic::write_atomic;
     use crate::train::progress::read_log;
 
     /// Gradient descent on (x - 3)², with a loss of NaN at iteration `nan_at`; a checkpoint

@@ -247,7 +247,7 @@ pub fn save_canonical(
             "the tensors are not all in canonical names and layout".into(),
         ));
     }
-    io::write_atomic(path, &io::serialize(tensors, metadata)?)
+    crate::atomic::write_atomic(path, &io::serialize(tensors, metadata)?)
 }
 
 /// Every floating-point tensor of a safetensors file as f32 under its own name, with no model

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::eval::postprocess::Map;
 use crate::eval::{EvalOptions, ImageScore};
 use crate::tensor::HostTensor;
-use crate::train::atomic::write_atomic;
+use crate::atomic::write_atomic;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

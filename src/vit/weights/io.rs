@@ -1,9 +1,8 @@
 //! safetensors bytes in and out: parsing with errors a user can act on, element types widened
-//! to f32, and atomic writes.
+//! to f32, and deterministic serialisation (written to disk by `crate::atomic`).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -141,40 +140,3 @@ fn sort_header(bytes: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` so that `path` is either untouched or complete: a temporary file
-/// in the same directory (same file system, so the rename is atomic), fsync, rename, then
-/// fsync of the directory so the rename itself survives a crash.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{nanos}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if result.is_err() {
-        // Nothing useful to do if the clean-up fails too; the first error is the one to report.
-        let _ = std::fs::remove_file(&tmp);
-        return result;
-    }
-    // Directory fsync is how POSIX makes a rename durable; other systems lack the call.
-    #[cfg(unix)]
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(&dir, e))?;
-    Ok(())
-}

@@ -472,7 +472,7 @@ fn serialized_bytes_do_not_depend_on_metadata_map_order() {
         .collect();
     assert!(bytes.windows(2).all(|w| w[0] == w[1]));
     let f = TempFile::new("sorted", "safetensors");
-    io::write_atomic(&f.0, &bytes[0]).unwrap();
+    crate::atomic::write_atomic(&f.0, &bytes[0]).unwrap();
     let w = load_safetensors(&f.0).unwrap();
     assert_eq!(w.tensors, canon);
     assert_eq!(w.metadata.len(), keys.len());

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Write `bytes` to `path` through a temporary file in the same directory (so the rename
 /// stays on one file system), fsync it, rename it over `path`, then fsync the directory so the
@@ -17,10 +18,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
+    // Unique per process and call, so concurrent writers of one path never share a temporary.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
     ));
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
