@@ -6,6 +6,7 @@ use super::config::DualStudentConfig;
 use super::model::{DualStudent, Score};
 use super::teacher::{load_teacher, Teacher};
 use super::train::{train, TrainOptions};
+use crate::atomic::write_atomic;
 use crate::data::decode::decode_rgb;
 use crate::data::prefetch::prefetch;
 use crate::data::preprocess::{geometry_rgb, normalize, Geometry};
@@ -15,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::eval::postprocess::Map;
 use crate::eval::{EvalOptions, ImageScore};
 use crate::tensor::HostTensor;
-use crate::atomic::write_atomic;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -139,4 +139,3 @@ fn sort_header(bytes: &mut [u8]) -> Result<()> {
     bytes[8 + sorted.len()..8 + n].fill(b' ');
     Ok(())
 }
-
