@@ -1,13 +1,13 @@
 //! CPU matmul throughput through the Backend trait, at the sizes the model runs, next to
 //! the same product through the `gemm` crate called directly.
 //!
-//! Run: `cargo bench --bench gemm [-- --reps N --filter NAME]` (threads: rayon's default,
+//! Run: `cargo bench --bench gemm [-- --reps N --filter NAME --bf16]` (threads: rayon's default,
 //! one per core; `RAYON_NUM_THREADS` changes it). Each size runs N times (default 10) after
 //! a warm-up and reports the best run, since a shared machine adds noise but never speed.
 //! The last column divides the FLOPs by the CPU time each thread actually ran: on a loaded
 //! machine it estimates the idle-machine speed, which the wall-clock columns cannot show.
 
-use kdad::device::cpu::Cpu;
+use kdad::device::cpu::{Cpu, Precision};
 use kdad::device::{Backend, Layout};
 use kdad::tensor::Rng;
 
@@ -15,28 +15,29 @@ mod common;
 use common::{arg, timed};
 
 /// Best of `reps` alternating runs of `f` and `g` after one warm-up of each (alternating gives
-/// both the same share of a noisy machine): the best wall time of each, and of `f` the best
-/// CPU time per thread, which is what the wall time would be if every thread had a core to
+/// both the same share of a noisy machine): of each, the best wall time and the best CPU time
+/// per thread, which is what the wall time would be if every thread had a core to
 /// itself (an estimate for a loaded machine; rayon's brief spinning makes it pessimistic).
 fn best_of_pair(
     reps: usize,
     threads: usize,
     mut f: impl FnMut(),
     mut g: impl FnMut(),
-) -> (f64, f64, Option<f64>) {
+) -> [(f64, Option<f64>); 2] {
     f();
     g();
-    let (mut best_f, mut best_g, mut best_cpu) = (f64::INFINITY, f64::INFINITY, None::<f64>);
+    let mut best = [(f64::INFINITY, None::<f64>); 2];
     for _ in 0..reps {
-        let (wall, cpu) = timed(&mut f);
-        best_f = best_f.min(wall);
-        if let Some(cpu) = cpu {
-            let per_thread = cpu / threads as f64;
-            best_cpu = Some(best_cpu.map_or(per_thread, |b| b.min(per_thread)));
+        for (b, h) in best.iter_mut().zip([&mut f as &mut dyn FnMut(), &mut g]) {
+            let (wall, cpu) = timed(h);
+            b.0 = b.0.min(wall);
+            if let Some(cpu) = cpu {
+                let per_thread = cpu / threads as f64;
+                b.1 = Some(b.1.map_or(per_thread, |c: f64| c.min(per_thread)));
+            }
         }
-        best_g = best_g.min(timed(&mut g).0);
     }
-    (best_f, best_g, best_cpu)
+    best
 }
 
 /// The same product through the `gemm` crate directly, with the strides the layout implies:
@@ -92,7 +93,7 @@ fn bench(
     let mut out = cpu.zeros(&[m, n]).unwrap();
     let mut direct_out = vec![0.0f32; m * n];
     let threads = rayon::current_num_threads();
-    let (secs, direct, cpu_secs) = best_of_pair(
+    let [(secs, cpu_secs), (direct, direct_cpu)] = best_of_pair(
         reps,
         threads,
         || cpu.matmul(&a, &b, None, &mut out, layout, false).unwrap(),
@@ -100,14 +101,17 @@ fn bench(
     );
     let flops = 2.0 * (m * n * k) as f64;
     let bytes = 4.0 * (m * k + k * n + m * n) as f64;
-    let per_core = cpu_secs.map_or("n/a".to_string(), |c| format!("{:.1}", flops / c / 1e9));
+    let per_core =
+        |c: Option<f64>| c.map_or("n/a".to_string(), |c| format!("{:.1}", flops / c / 1e9));
     println!(
         "{what:<18} {layout:?} m={m:<5} k={k:<5} n={n:<5} {:>9.3} ms {:>7.1} GFLOP/s {:>6.1} GB/s | \
-         gemm direct {:>6.1} GFLOP/s | on {threads} own cores (CPU time) {per_core:>6} GFLOP/s",
+         gemm direct {:>6.1} GFLOP/s | on {threads} own cores (CPU time) kdad {:>6} gemm {:>6} GFLOP/s",
         secs * 1e3,
         flops / secs / 1e9,
         bytes / secs / 1e9,
-        flops / direct / 1e9
+        flops / direct / 1e9,
+        per_core(cpu_secs),
+        per_core(direct_cpu),
     );
 }
 
@@ -115,10 +119,15 @@ fn main() {
     let reps = arg("--reps").and_then(|v| v.parse().ok()).unwrap_or(10);
     // Only the sizes whose name contains this (e.g. `--filter ViT-B`).
     let filter = arg("--filter").unwrap_or_default();
-    let cpu = Cpu::new();
+    // `--bf16`: the Backend's products with bf16 operands (f32 accumulation).
+    let (cpu, operands) = if std::env::args().any(|a| a == "--bf16") {
+        (Cpu::with_precision(Precision::Bf16), "bf16 operands")
+    } else {
+        (Cpu::new(), "f32")
+    };
     let mut rng = Rng::new(1);
     let threads = rayon::current_num_threads();
-    println!("cpu matmul, f32, {threads} threads, best of {reps}");
+    println!("cpu matmul, {operands}, {threads} threads, best of {reps} (gemm direct: f32)");
     let mut run = |what: &str, mkn, layout| {
         if what.contains(&filter) {
             bench(&cpu, &mut rng, reps, what, mkn, layout)
@@ -128,6 +137,11 @@ fn main() {
     for layout in [Layout::NN, Layout::NT, Layout::TN] {
         run("mlp fc1 (ViT-B)", (2056, 768, 3072), layout);
     }
+    // ViT-B/14 at 224, batch 1 (257 tokens): the four linear layers of a block.
+    run("qkv (ViT-B b1)", (257, 768, 2304), Layout::NT);
+    run("proj (ViT-B b1)", (257, 768, 768), Layout::NT);
+    run("fc1 (ViT-B b1)", (257, 768, 3072), Layout::NT);
+    run("fc2 (ViT-B b1)", (257, 3072, 768), Layout::NT);
     // ViT-S at 392 px (789 tokens), batch 4: qkv, fc1, fc2 and fc1's two gradients.
     let rows = 4 * 789;
     run("qkv (ViT-S)", (rows, 384, 1152), Layout::NT);
