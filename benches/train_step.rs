@@ -9,9 +9,9 @@
 //! optimiser; the peer used plain AdamW). The EE student is not part of this workload.
 //!
 //! Run: `cargo bench --bench train_step` (KDAD_BENCH_STEPS timed steps, default 5, after one
-//! warm-up step; the rayon pool follows RAYON_NUM_THREADS).
+//! warm-up step; the rayon pool follows RAYON_NUM_THREADS; KDAD_BENCH_PRECISION=bf16 runs the
+//! matmuls on bf16 operands with f32 accumulation, f32 by default).
 
-use kdad::device::cpu::Cpu;
 use kdad::device::Backend;
 use kdad::methods::dual_student::ed::EdStudent;
 use kdad::methods::dual_student::teacher::Teacher;
@@ -21,12 +21,14 @@ use kdad::train::optim::Optimizer;
 use kdad::vit::{Init, Vit, VitConfig, VitParams};
 use std::time::Instant;
 
+mod common;
+
 fn main() -> kdad::Result<()> {
     let steps: usize = std::env::var("KDAD_BENCH_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let b = Cpu::new();
+    let b = common::cpu_backend();
     let cfg = DualStudentConfig {
         batch: 2,
         ..Default::default()

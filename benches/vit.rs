@@ -7,13 +7,16 @@
 //! shared machine, wall time ≈ (cpu + wait) / threads, and the wait is other processes' doing.
 //!
 //! `cargo bench --bench vit` runs every case; `cargo bench --bench vit -- b14-224-b1` runs the
-//! cases whose name contains the argument. `KDAD_BENCH_REPS` sets the timed repetitions (3).
+//! cases whose name contains the argument. `KDAD_BENCH_REPS` sets the timed repetitions (3),
+//! `KDAD_BENCH_PRECISION=bf16` runs the matmuls on bf16 operands (f32 by default).
 
 use kdad::device::cpu::Cpu;
 use kdad::device::Backend;
 use kdad::tensor::Rng;
 use kdad::vit::{ForwardSpec, Init, Vit, VitConfig, VitParams};
 use std::time::Instant;
+
+mod common;
 
 struct Case {
     name: &'static str,
@@ -86,7 +89,7 @@ fn sched_ns() -> Option<(u64, u64)> {
 
 /// Timed forwards after one untimed warm-up.
 fn time(case: &Case, reps: usize) -> kdad::Result<Vec<Sample>> {
-    let be = Cpu::new();
+    let be = common::cpu_backend();
     let mut vit = model(&be, &case.cfg)?;
     let img = be.upload(&Rng::new(1).tensor([case.batch, 3, case.size, case.size], -2.0, 2.0))?;
     vit.forward(&be, &img, &FULL)?;
@@ -145,7 +148,8 @@ fn run() -> kdad::Result<()> {
         .unwrap_or(3)
         .max(1);
     println!(
-        "ViT forward, CPU backend ({} threads), f32, random weights",
+        "ViT forward, {} backend ({} threads), random weights",
+        common::cpu_backend().name(),
         rayon::current_num_threads()
     );
     if "b14-224-b8-peak-rss".contains(&filter) {

@@ -5,7 +5,10 @@ pub fn print() -> anyhow::Result<()> {
     println!("kdad {}", env!("CARGO_PKG_VERSION"));
     println!("threads: {} (rayon pool)", rayon::current_num_threads());
     println!("backends:");
-    println!("  cpu: available (f32, gemm + rayon)");
+    println!(
+        "  cpu: available (matmul kernels: {}; --precision f32|bf16)",
+        crate::device::cpu::Cpu::kernels()
+    );
     println!(
         "  emu: available (the emulated GPU device, {} kernels)",
         crate::device::gpu::emu::Emu::kernels().len()

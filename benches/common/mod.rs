@@ -2,6 +2,9 @@
 //! CPU time the process's threads actually got, so numbers from a loaded machine can be
 //! read for what an idle one would do.
 
+// Each bench binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
 use std::time::Instant;
 
 /// The value after `--name` on the command line.
@@ -33,4 +36,14 @@ pub fn timed(f: &mut dyn FnMut()) -> (f64, Option<f64>) {
         .zip(cpu0)
         .map(|(b, a)| (b - a) as f64 * 1e-9);
     (wall, cpu)
+}
+
+/// The CPU backend the benchmarks run: `KDAD_BENCH_PRECISION=bf16` gives bf16 matmul
+/// operands (f32 accumulation), anything else or unset the f32 reference.
+pub fn cpu_backend() -> kdad::device::cpu::Cpu {
+    use kdad::device::cpu::{Cpu, Precision};
+    match std::env::var("KDAD_BENCH_PRECISION").as_deref() {
+        Ok("bf16") => Cpu::with_precision(Precision::Bf16),
+        _ => Cpu::new(),
+    }
 }

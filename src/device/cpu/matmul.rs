@@ -36,25 +36,13 @@ fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     }
 }
 
-/// The kernel a product runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    /// Our AVX-512 kernel (f32 or bf16 operands).
+/// The kernels this CPU gets, in words.
+pub fn kernels() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    Avx512(super::gemm512::Operands),
-    /// The `gemm` crate (f32; runtime-dispatched AVX2/FMA or SSE).
-    Crate,
-}
-
-impl Kernel {
-    /// The fastest f32 kernel this CPU runs.
-    fn f32() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        if super::gemm512::available() {
-            return Kernel::Avx512(super::gemm512::Operands::F32);
-        }
-        Kernel::Crate
+    if super::gemm_bf16::available() {
+        return "f32 via the gemm crate, bf16 on AVX512-BF16";
     }
+    "f32 via the gemm crate; bf16 operands are rounded, then multiplied in f32"
 }
 
 /// `dst = alpha·lhs·rhs` (or `dst += …` when `accumulate`) for `lhs [m, k]`, `rhs [k, n]`,
@@ -67,29 +55,78 @@ pub fn gemm_strided(
     k: usize,
     lhs: View,
     rhs: View,
-    dst: ViewMut,
+    mut dst: ViewMut,
     alpha: f32,
     accumulate: bool,
     parallel: bool,
 ) {
-    let kernel = Kernel::f32();
-    gemm_on(
-        kernel,
-        (m, n, k),
-        lhs,
-        rhs,
-        dst,
-        alpha,
-        accumulate,
-        parallel,
-    );
+    if !has_work((m, n, k), &lhs, &rhs, &mut dst, accumulate) {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if parallel && threads > 1 && m * n * k >= PARALLEL_MIN_FLOPS {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the three views were bounds-checked by `has_work` for exactly the (m, n, k)
+    // extents gemm reads and writes, `dst` is borrowed mutably so it aliases neither input,
+    // and gemm only reads `dst` when `read_dst` is set.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr(),
+            dst.cs as isize,
+            dst.rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
-/// [`gemm_strided`] with both operands rounded to bf16 (nearest even) and f32 accumulation:
-/// the AVX512-BF16 kernel where the CPU has it, else the rounded operands through the f32
-/// kernel (the same products, exact in f32; only the summation order differs).
+/// [`gemm_strided`] (alpha 1) with both operands rounded to bf16 (nearest even) and f32
+/// accumulation: the AVX512-BF16 kernel where the CPU has it, else the rounded operands
+/// through the f32 kernel (the same products, exact in f32; only the summation order
+/// differs).
 #[allow(clippy::too_many_arguments)]
 fn gemm_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: View,
+    rhs: View,
+    mut dst: ViewMut,
+    accumulate: bool,
+    parallel: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::gemm_bf16::available() {
+        if has_work((m, n, k), &lhs, &rhs, &mut dst, accumulate) {
+            let parallel = parallel && m * n * k >= PARALLEL_MIN_FLOPS;
+            super::gemm_bf16::gemm(m, n, k, lhs, rhs, dst, 1.0, accumulate, parallel);
+        }
+        return;
+    }
+    gemm_bf16_rounded(m, n, k, lhs, rhs, dst, accumulate, parallel);
+}
+
+/// [`gemm_bf16`] for CPUs without AVX512-BF16: round copies of the operands, then the f32
+/// kernel.
+#[allow(clippy::too_many_arguments)]
+fn gemm_bf16_rounded(
     m: usize,
     n: usize,
     k: usize,
@@ -99,12 +136,6 @@ fn gemm_bf16(
     accumulate: bool,
     parallel: bool,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if super::gemm512::bf16_available() {
-        let kernel = Kernel::Avx512(super::gemm512::Operands::Bf16);
-        gemm_on(kernel, (m, n, k), lhs, rhs, dst, 1.0, accumulate, parallel);
-        return;
-    }
     let round = |v: View| -> Vec<f32> {
         v.data
             .iter()
@@ -117,20 +148,18 @@ fn gemm_bf16(
     gemm_strided(m, n, k, lhs, rhs, dst, 1.0, accumulate, parallel);
 }
 
-/// One product on a chosen kernel, after checking the views hold the extents it touches.
-#[allow(clippy::too_many_arguments)]
-fn gemm_on(
-    kernel: Kernel,
+/// Check that the views hold the extents an (m, n, k) product touches, and settle the
+/// products with nothing to multiply (an empty sum writes zeros unless accumulating). True
+/// when a kernel still has work to do.
+fn has_work(
     (m, n, k): (usize, usize, usize),
-    lhs: View,
-    rhs: View,
-    dst: ViewMut,
-    alpha: f32,
+    lhs: &View,
+    rhs: &View,
+    dst: &mut ViewMut,
     accumulate: bool,
-    parallel: bool,
-) {
+) -> bool {
     if m == 0 || n == 0 {
-        return;
+        return false;
     }
     assert!(
         span(m, k, lhs.rs, lhs.cs) <= lhs.data.len(),
@@ -144,57 +173,14 @@ fn gemm_on(
         span(m, n, dst.rs, dst.cs) <= dst.data.len(),
         "gemm: dst view out of bounds"
     );
-    if k == 0 {
-        // An empty sum: the kernels may leave dst untouched, so write the zero product here.
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    dst.data[i * dst.rs + j * dst.cs] = 0.0;
-                }
-            }
-        }
-        return;
-    }
-    let parallel = parallel && rayon::current_num_threads() > 1 && m * n * k >= PARALLEL_MIN_FLOPS;
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512(ops) => {
-            super::gemm512::gemm(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel, ops)
-        }
-        Kernel::Crate => {
-            let parallelism = if parallel {
-                Parallelism::Rayon(rayon::current_num_threads())
-            } else {
-                Parallelism::None
-            };
-            // SAFETY: the three views were bounds-checked above for exactly the (m, n, k)
-            // extents gemm reads and writes, `dst` is borrowed mutably so it aliases neither
-            // input, and gemm only reads `dst` when `read_dst` is set.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    dst.data.as_mut_ptr(),
-                    dst.cs as isize,
-                    dst.rs as isize,
-                    accumulate,
-                    lhs.data.as_ptr(),
-                    lhs.cs as isize,
-                    lhs.rs as isize,
-                    rhs.data.as_ptr(),
-                    rhs.cs as isize,
-                    rhs.rs as isize,
-                    1.0,
-                    alpha,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
+    if k == 0 && !accumulate {
+        for i in 0..m {
+            for j in 0..n {
+                dst.data[i * dst.rs + j * dst.cs] = 0.0;
             }
         }
     }
+    k > 0
 }
 
 /// The Backend's matmul on validated dims (see [`crate::device::Backend::matmul`]).
@@ -285,7 +271,18 @@ mod tests {
     /// One strided product checked against an f64 reference on the operands as the kernel
     /// sees them (rounded to bf16 first for bf16), to the worst-case bound of an f32 sum of k
     /// terms: |error| ≤ k·2⁻²⁴·Σ|a·b| per element (plus the rounding of the stored result).
-    fn check(kernel: Kernel, bf16: bool, (m, n, k): (usize, usize, usize), layout: Layout) {
+    /// Which product [`check`] runs.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Path {
+        F32,
+        /// The backend's bf16 product (the AVX512-BF16 kernel where the CPU has it).
+        Bf16,
+        /// The rounded-operand fallback, whatever this CPU has.
+        Bf16Rounded,
+    }
+
+    fn check(path: Path, (m, n, k): (usize, usize, usize), layout: Layout) {
+        let bf16 = path != Path::F32;
         let mut rng = Rng::new((m * 31 + n * 7 + k) as u64);
         let a = rng.tensor([m * k], -1.0, 1.0).data;
         let b = rng.tensor([k * n], -1.0, 1.0).data;
@@ -311,10 +308,10 @@ mod tests {
             rs: ld,
             cs: 1,
         };
-        if bf16 {
-            gemm_bf16(m, n, k, lhs, rhs, out, accumulate, true);
-        } else {
-            gemm_on(kernel, (m, n, k), lhs, rhs, out, alpha, accumulate, true);
+        match path {
+            Path::F32 => gemm_strided(m, n, k, lhs, rhs, out, alpha, accumulate, true),
+            Path::Bf16 => gemm_bf16(m, n, k, lhs, rhs, out, accumulate, true),
+            Path::Bf16Rounded => gemm_bf16_rounded(m, n, k, lhs, rhs, out, accumulate, true),
         }
         let alpha = if bf16 { 1.0 } else { alpha as f64 };
         let q = |x: f32| -> f64 {
@@ -351,17 +348,19 @@ mod tests {
                 let tol = (k as f64 + 2.0) * 2f64.powi(-24) * (alpha * mag + base.abs());
                 assert!(
                     (got - want).abs() <= tol,
-                    "{kernel:?} bf16={bf16} {layout:?} m={m} n={n} k={k} ({i},{c}): {got} vs {want}"
+                    "{path:?} {layout:?} m={m} n={n} k={k} ({i},{c}): {got} vs {want}"
                 );
             }
         }
     }
 
-    /// Sizes off every tile and block edge: rows around the 16/32-row panels and the 384-row
-    /// block, columns around the 12-column tile, depths around the 768 block and odd (a bf16
-    /// pair half empty), and k = 0.
+    /// Sizes off every tile and block edge: rows around the 16/32-row panels (a last panel of
+    /// 1 or 3 rows runs the row kernel), columns around the 12-column tile, depths odd (a
+    /// bf16 pair half empty) and past the 3072-deep block, and k = 0.
     const SIZES: &[(usize, usize, usize)] = &[
         (1, 1, 1),
+        (35, 14, 33),
+        (40, 13, 3100),
         (5, 7, 3),
         (17, 13, 31),
         (33, 25, 0),
@@ -371,27 +370,27 @@ mod tests {
         (64, 100, 769),
     ];
 
-    fn check_all(kernel: Kernel, bf16: bool) {
+    fn check_all(path: Path) {
         for &mnk in SIZES {
             for layout in [Layout::NN, Layout::NT, Layout::TN] {
-                check(kernel, bf16, mnk, layout);
+                check(path, mnk, layout);
             }
         }
     }
 
     #[test]
-    fn gemm_crate_kernel_matches_f64_reference() {
-        check_all(Kernel::Crate, false);
-    }
-
-    #[test]
-    fn fastest_f32_kernel_matches_f64_reference() {
-        check_all(Kernel::f32(), false);
+    fn f32_products_match_f64_reference() {
+        check_all(Path::F32);
     }
 
     /// On a CPU with AVX512-BF16 this runs `vdpbf16ps`; elsewhere the rounded-operand path.
     #[test]
     fn bf16_products_match_f64_reference_on_rounded_operands() {
-        check_all(Kernel::f32(), true);
+        check_all(Path::Bf16);
+    }
+
+    #[test]
+    fn bf16_fallback_matches_f64_reference_on_rounded_operands() {
+        check_all(Path::Bf16Rounded);
     }
 }

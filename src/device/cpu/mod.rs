@@ -10,7 +10,7 @@
 mod attention;
 mod elementwise;
 #[cfg(target_arch = "x86_64")]
-mod gemm512;
+mod gemm_bf16;
 mod image;
 mod loss;
 mod math;
@@ -54,6 +54,10 @@ impl Cpu {
     }
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+    /// Which matrix-product kernels this CPU runs, for `kdad info`.
+    pub fn kernels() -> &'static str {
+        matmul::kernels()
     }
 }
 

@@ -1,28 +1,24 @@
-//! f32 GEMM for AVX-512 CPUs: `dst (+)= alpha · lhs · rhs` on strided views, f32 accumulate.
+//! bf16 GEMM for CPUs with AVX512-BF16: `dst (+)= alpha · lhs · rhs` on strided f32 views,
+//! operands rounded to bf16 (nearest even) while packing, products summed in f32 by
+//! `vdpbf16ps` (two products per lane per instruction: twice the f32 FMA rate, 467 vs 233
+//! GFLOP/s peak on this project's 2-core Zen 4 machines). These are the numerics of the GPU
+//! backends, whose GEMMs take bf16 operands on tensor cores. f32 products stay on the `gemm`
+//! crate, which an f32 build of this same kernel did not beat.
 //!
-//! Why our own: at ViT batch 1 (m = 257 tokens) the `gemm` crate repacks the whole weight
-//! matrix on every call (8% of a ViT-B forward), and its AVX2 kernel leaves AVX-512's 32
-//! registers unused. Here the roles are swapped relative to BLIS: the *activation* side
-//! (`lhs`, m rows) is packed, into panels of 32 rows stored k-major, and is read as vectors;
-//! the *weight* side (`rhs`, n columns) is only copied 12 columns at a time into a small
-//! k-major strip and broadcast element by element. Packing `lhs` costs O(m·k), 1/n of the
-//! work, so no weight is ever repacked whole and frozen weights need no cached copy.
+//! The roles are swapped relative to BLIS: the *activation* side (`lhs`, m rows) is packed
+//! into panels of 32 rows stored k-major and read as vectors; the *weight* side (`rhs`, n
+//! columns) is copied 12 columns at a time into a small k-major strip and broadcast. Packing
+//! `lhs` costs O(m·k), 1/n of the work, and no weight matrix is ever repacked whole, so
+//! frozen weights need no cached copy.
 //!
 //! Micro-kernel: a 32 × 12 tile of `dst` in 24 zmm accumulators (2 vectors of 16 rows × 12
-//! columns); per k step 2 vector loads, 12 broadcasts and 24 FMAs, i.e. 0.23 bytes of cache
-//! traffic per flop, so it runs from L2 at the FMA units' rate (Zen 4: one 512-bit FMA per
-//! cycle per core, 32 flop/cycle). Tiles come out column-major and are added into `dst`
-//! through its strides, which makes every layout (NN, NT, TN) and any `dst` stride the same
-//! code; that scatter is ~3% of a tile at k = 768.
+//! columns); per pair of k: 2 vector loads, 12 broadcasts, 24 `vdpbf16ps`. Tiles come out
+//! column-major and are added into `dst` through its strides, so every layout (NN, NT, TN)
+//! and any `dst` stride is the same code. A last panel of at most `ROW_TAIL` rows runs one
+//! row at a time with the roles turned (ViT batch 1 has 257 = 8·32 + 1 rows).
 //!
-//! Operands are f32, or bf16 with f32 accumulation (`vdpbf16ps`, AVX512-BF16: two
-//! products per lane per instruction, so twice the f32 rate; the numerics of the GPU path,
-//! whose GEMMs run bf16 on tensor cores). Both are packed the same way, one 32-bit slot per
-//! element (f32) or per pair of consecutive k (bf16), so one driver serves both.
-//!
-//! Blocking: `lhs` in blocks of at most `MC × KC` (≈1.2 MB packed, inside a Zen 4 core's
-//! 2 MB L2) shared by all threads; threads split the n columns, so each reads half of the
-//! weights and all of the packed block.
+//! Blocking: `lhs` in blocks of at most `BLOCK_BYTES` packed, shared by all threads; threads
+//! split the n columns, so each reads half of the weights and all of the packed block.
 
 mod pack;
 
@@ -31,57 +27,40 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-/// Rows of `lhs` per vector (one zmm of f32).
+/// Rows of `lhs` per vector (one zmm of f32 accumulators).
 const LANES: usize = 16;
 /// Rows per packed panel: two vectors.
 const MR: usize = 2 * LANES;
 /// Columns of `dst` per tile (broadcast operands).
 const NR: usize = 12;
-/// Depth of one packed block.
-const KC_MAX: usize = 768;
-/// Rows of one packed block (multiple of `MR`).
-const MC_MAX: usize = 384;
+/// Consecutive k per packed 32-bit slot (a bf16 pair).
+const K_PER_SLOT: usize = 2;
+/// Depth of one packed block. Each extra depth block costs a scalar read-modify-write of
+/// every tile, so blocks are as deep as ViT layers get.
+const KC_MAX: usize = 3072;
+/// Bytes of one packed `lhs` block: its panels stream from L3 at ~3 bytes per cycle, well
+/// inside a Zen 4 core's share, so the block is sized to stay resident in the 32 MB L3
+/// rather than in L2.
+const BLOCK_BYTES: usize = 4 << 20;
+/// Rows of a last panel at most that run one row at a time ([`row_kernel`]) instead of a
+/// 16-row kernel mostly multiplying padding.
+const ROW_TAIL: usize = 4;
 
-/// Whether this CPU can run the f32 kernel (checked once).
+/// Whether this CPU can run the kernel (checked once): AVX-512F, BW (the pair interleave of
+/// the packer) and BF16.
 pub fn available() -> bool {
-    static AVX512: OnceLock<bool> = OnceLock::new();
-    *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f"))
-}
-
-/// Whether this CPU can run the bf16 kernel (checked once).
-pub fn bf16_available() -> bool {
     static BF16: OnceLock<bool> = OnceLock::new();
-    *BF16.get_or_init(|| available() && is_x86_feature_detected!("avx512bf16"))
+    *BF16.get_or_init(|| {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512bf16")
+    })
 }
 
-/// The operand type the products run in; accumulation is f32 either way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operands {
-    F32,
-    /// Operands rounded to bf16 (nearest even) while packing.
-    Bf16,
-}
-
-impl Operands {
-    /// Consecutive k per packed 32-bit slot.
-    fn per_slot(self) -> usize {
-        match self {
-            Operands::F32 => 1,
-            Operands::Bf16 => 2,
-        }
-    }
-    /// The slot holding `x` (f32) or the pair `(x, y)` (bf16, `x` in the low half as
-    /// `vdpbf16ps` pairs them).
-    #[inline(always)]
-    fn slot(self, x: f32, y: impl FnOnce() -> f32) -> u32 {
-        match self {
-            Operands::F32 => x.to_bits(),
-            Operands::Bf16 => {
-                let lo = half::bf16::from_f32(x).to_bits() as u32;
-                lo | (half::bf16::from_f32(y()).to_bits() as u32) << 16
-            }
-        }
-    }
+/// The packed slot of the pair `(x, y)` of consecutive k: `x` rounded in the low half, as
+/// `vdpbf16ps` pairs them.
+fn slot(x: f32, y: f32) -> u32 {
+    half::bf16::from_f32(x).to_bits() as u32 | (half::bf16::from_f32(y).to_bits() as u32) << 16
 }
 
 thread_local! {
@@ -129,8 +108,7 @@ fn split(total: usize, max: usize, unit: usize) -> Vec<(usize, usize)> {
 }
 
 /// `dst = alpha·lhs·rhs` (`+=` when `accumulate`) for `lhs [m, k]`, `rhs [k, n]`,
-/// `dst [m, n]`. The caller has bounds-checked the views and checked [`available`] (and
-/// [`bf16_available`] for bf16 operands).
+/// `dst [m, n]`, k > 0. The caller has bounds-checked the views.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
@@ -142,12 +120,8 @@ pub fn gemm(
     alpha: f32,
     accumulate: bool,
     parallel: bool,
-    ops: Operands,
 ) {
-    assert!(match ops {
-        Operands::F32 => available(),
-        Operands::Bf16 => bf16_available(),
-    });
+    assert!(available(), "bf16 GEMM needs AVX512-BF16");
     let out = DstPtr {
         ptr: dst.data.as_mut_ptr(),
         rs: dst.rs,
@@ -158,20 +132,21 @@ pub fn gemm(
     } else {
         1
     };
-    let unit = ops.per_slot();
+    let unit = K_PER_SLOT;
     PACKED_LHS.with(|buf| {
         let mut buf = buf.borrow_mut();
         for (k0, k1) in split(k, KC_MAX, unit) {
             // Later depth blocks add onto the partial sums of the earlier ones.
             let add = accumulate || k0 > 0;
-            for (m0, m1) in split(m, MC_MAX, MR) {
+            let mc_max = (BLOCK_BYTES / 4 / (k1 - k0).max(1) / MR).max(1) * MR;
+            for (m0, m1) in split(m, mc_max, MR) {
                 let rows = m1 - m0;
                 let panels = rows.div_ceil(MR);
                 let kc = k1 - k0;
                 let slots = kc.div_ceil(unit);
                 buf.clear();
                 buf.resize(panels * MR * slots, 0);
-                pack_lhs(lhs, (m0, rows), (k0, kc), ops, &mut buf, threads);
+                pack_lhs(lhs, (m0, rows), (k0, kc), &mut buf, threads);
                 let packed: &[u32] = &buf;
                 let tiles = n.div_ceil(NR);
                 let per_task = tiles.div_ceil(threads);
@@ -182,7 +157,7 @@ pub fn gemm(
                         strip.resize(slots * NR, 0);
                         for c0 in (j0..j1).step_by(NR) {
                             let cols = NR.min(j1 - c0);
-                            pack_rhs(rhs, (k0, kc), (c0, cols), ops, &mut strip);
+                            pack_rhs(rhs, (k0, kc), (c0, cols), &mut strip);
                             for p in 0..panels {
                                 let r0 = p * MR;
                                 let tile = Tile {
@@ -197,12 +172,7 @@ pub fn gemm(
                                 let panel = &packed[p * MR * slots..(p + 1) * MR * slots];
                                 // SAFETY: the CPU features were asserted above; the panel
                                 // holds MR·slots values and the strip NR·slots.
-                                unsafe {
-                                    match ops {
-                                        Operands::F32 => run_tile_f32(panel, &strip, tile),
-                                        Operands::Bf16 => run_tile_bf16(panel, &strip, tile),
-                                    }
-                                };
+                                unsafe { run_tile(panel, &strip, tile) };
                             }
                         }
                     });
@@ -228,7 +198,6 @@ fn pack_lhs(
     lhs: View,
     (m0, rows): (usize, usize),
     (k0, kc): (usize, usize),
-    ops: Operands,
     buf: &mut [u32],
     threads: usize,
 ) {
@@ -240,9 +209,9 @@ fn pack_lhs(
     let one = |(p, panel): (usize, &mut [u32])| {
         let r0 = m0 + p * MR;
         let live = MR.min(m0 + rows - r0);
-        pack::pack(block, (r0, live), (k0, kc), ops, panel, MR);
+        pack::pack(block, (r0, live), (k0, kc), panel, MR);
     };
-    let panel_len = MR * kc.div_ceil(ops.per_slot());
+    let panel_len = MR * kc.div_ceil(K_PER_SLOT);
     if threads > 1 {
         use rayon::prelude::*;
         buf.par_chunks_mut(panel_len).enumerate().for_each(one);
@@ -252,19 +221,13 @@ fn pack_lhs(
 }
 
 /// Pack `rhs[k0 .. k0+kc, c0 .. c0+cols]` into `strip[slot·NR + j]`.
-fn pack_rhs(
-    rhs: View,
-    (k0, kc): (usize, usize),
-    (c0, cols): (usize, usize),
-    ops: Operands,
-    strip: &mut [u32],
-) {
+fn pack_rhs(rhs: View, (k0, kc): (usize, usize), (c0, cols): (usize, usize), strip: &mut [u32]) {
     let block = pack::Block {
         data: rhs.data,
         is: rhs.cs,
         ks: rhs.rs,
     };
-    pack::pack(block, (c0, cols), (k0, kc), ops, strip, NR);
+    pack::pack(block, (c0, cols), (k0, kc), strip, NR);
 }
 
 /// Where one tile's result goes and how.
@@ -276,75 +239,33 @@ struct Tile {
     add: bool,
 }
 
-/// One k slot of the micro-kernel: `acc += a · b` lane-wise, where `a` holds 16 rows' packed
-/// slots and `b` one packed slot broadcast.
-trait Dot {
-    /// # Safety
-    /// The CPU must have the instruction set the implementation uses.
-    unsafe fn dot(acc: __m512, a: __m512i, b: u32) -> __m512;
-}
-
-struct F32Dot;
-impl Dot for F32Dot {
-    #[inline(always)]
-    unsafe fn dot(acc: __m512, a: __m512i, b: u32) -> __m512 {
-        // SAFETY: avx512f, per the trait's contract.
-        unsafe {
-            _mm512_fmadd_ps(
-                _mm512_castsi512_ps(a),
-                _mm512_set1_ps(f32::from_bits(b)),
-                acc,
-            )
-        }
-    }
-}
-
-struct Bf16Dot;
-impl Dot for Bf16Dot {
-    #[inline(always)]
-    unsafe fn dot(acc: __m512, a: __m512i, b: u32) -> __m512 {
-        // SAFETY: avx512bf16, per the trait's contract; __m512i and __m512bh are both 64
-        // bytes of plain bits, so the transmutes only retype the pairs.
-        unsafe {
-            let b = _mm512_set1_epi32(b as i32);
-            _mm512_dpbf16_ps(
-                acc,
-                std::mem::transmute::<__m512i, __m512bh>(a),
-                std::mem::transmute::<__m512i, __m512bh>(b),
-            )
-        }
-    }
-}
-
-/// [`run_tile`] compiled for AVX-512F.
+/// `acc += a · b` lane-wise on bf16 pairs: `a` holds 16 lanes' packed slots and `b` one
+/// packed slot broadcast.
 ///
 /// # Safety
-/// As [`run_tile`], on a CPU with avx512f.
-#[target_feature(enable = "avx512f")]
-unsafe fn run_tile_f32(panel: &[u32], strip: &[u32], tile: Tile) {
-    // SAFETY: forwarded.
-    unsafe { run_tile::<F32Dot>(panel, strip, tile) }
-}
-
-/// [`run_tile`] compiled for AVX-512F + BF16.
-///
-/// # Safety
-/// As [`run_tile`], on a CPU with avx512f and avx512bf16.
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn run_tile_bf16(panel: &[u32], strip: &[u32], tile: Tile) {
-    // SAFETY: forwarded.
-    unsafe { run_tile::<Bf16Dot>(panel, strip, tile) }
+/// The CPU must have AVX512-BF16.
+#[inline(always)]
+unsafe fn dot(acc: __m512, a: __m512i, b: u32) -> __m512 {
+    // SAFETY: avx512bf16 per the contract; __m512i and __m512bh are both 64 bytes of plain
+    // bits, so the transmutes only retype the pairs.
+    unsafe {
+        let b = _mm512_set1_epi32(b as i32);
+        _mm512_dpbf16_ps(
+            acc,
+            std::mem::transmute::<__m512i, __m512bh>(a),
+            std::mem::transmute::<__m512i, __m512bh>(b),
+        )
+    }
 }
 
 /// Dispatch a tile to the kernel instance for its shape (full tiles are the hot path; the
-/// others occur once per product at most). Always inlined into the `run_tile_*` wrapper whose
-/// target features its instructions need.
+/// others occur once per product at most).
 ///
 /// # Safety
-/// The CPU must support `D`; `panel` holds `MR·s` slots and `strip` at least `NR·s`, for the
-/// same `s`; `tile.dst` points at a `tile.rows × tile.cols` block of the destination.
-#[inline(always)]
-unsafe fn run_tile<D: Dot>(panel: &[u32], strip: &[u32], tile: Tile) {
+/// The CPU must have AVX512-BF16; `panel` holds `MR·s` slots and `strip` at least `NR·s`,
+/// for the same `s`; `tile.dst` points at a `tile.rows × tile.cols` block of the destination.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn run_tile(panel: &[u32], strip: &[u32], tile: Tile) {
     let slots = panel.len() / MR;
     assert!(strip.len() >= NR * slots);
     let mut acc = [[0f32; MR]; NR];
@@ -352,10 +273,15 @@ unsafe fn run_tile<D: Dot>(panel: &[u32], strip: &[u32], tile: Tile) {
     // SAFETY: forwarded from this function's contract.
     unsafe {
         match (tile.rows > LANES, tile.cols > 6) {
-            (true, true) => kernel::<D, 2, NR>(slots, a, b, &mut acc),
-            (false, true) => kernel::<D, 1, NR>(slots, a, b, &mut acc),
-            (true, false) => kernel::<D, 2, 6>(slots, a, b, &mut acc),
-            (false, false) => kernel::<D, 1, 6>(slots, a, b, &mut acc),
+            _ if tile.rows <= ROW_TAIL => {
+                for r in 0..tile.rows {
+                    row_kernel(slots, a.add(r), b, r, &mut acc);
+                }
+            }
+            (true, true) => kernel::<2, NR>(slots, a, b, &mut acc),
+            (false, true) => kernel::<1, NR>(slots, a, b, &mut acc),
+            (true, false) => kernel::<2, 6>(slots, a, b, &mut acc),
+            (false, false) => kernel::<1, 6>(slots, a, b, &mut acc),
         }
         store(&acc, &tile);
     }
@@ -365,9 +291,9 @@ unsafe fn run_tile<D: Dot>(panel: &[u32], strip: &[u32], tile: Tile) {
 /// `V` vectors of rows and `C` columns, in `V·C` zmm accumulators.
 ///
 /// # Safety
-/// The CPU must support `D`; `a` holds `MR·slots` values and `b` `NR·slots`.
+/// The CPU must have AVX512-BF16; `a` holds `MR·slots` values and `b` `NR·slots`.
 #[inline(always)]
-unsafe fn kernel<D: Dot, const V: usize, const C: usize>(
+unsafe fn kernel<const V: usize, const C: usize>(
     slots: usize,
     a: *const u32,
     b: *const u32,
@@ -383,7 +309,7 @@ unsafe fn kernel<D: Dot, const V: usize, const C: usize>(
             for (j, rj) in r.iter_mut().enumerate() {
                 let bj = *bs.add(j);
                 for (acc, &a) in rj.iter_mut().zip(&av) {
-                    *acc = D::dot(*acc, a, bj);
+                    *acc = dot(*acc, a, bj);
                 }
             }
         }
@@ -393,6 +319,45 @@ unsafe fn kernel<D: Dot, const V: usize, const C: usize>(
             // SAFETY: `out` holds MR = 2·LANES floats, v < V ≤ 2.
             unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(v * LANES), x) };
         }
+    }
+}
+
+/// One row of a tile with the roles turned: the strip's 12 columns are the vector lanes and
+/// the row's packed values are broadcast, so a lone row costs one FMA per slot, not twelve.
+/// Four independent sums hide the FMA latency. Writes `acc[j][r]` for every column j.
+///
+/// # Safety
+/// The CPU must have AVX512-BF16; `a` points at the row's first slot in a panel (stride `MR`) of
+/// `slots` slots and `b` at a strip of `NR·slots`.
+#[inline(always)]
+unsafe fn row_kernel(
+    slots: usize,
+    a: *const u32,
+    b: *const u32,
+    r: usize,
+    acc: &mut [[f32; MR]; NR],
+) {
+    const CHAINS: usize = 4;
+    let cols: __mmask16 = (1 << NR) - 1;
+    let mut sums = [_mm512_setzero_ps(); CHAINS];
+    for s in 0..slots {
+        // SAFETY: s < slots; the masked load reads only the strip's NR slots of row s.
+        unsafe {
+            let bv = _mm512_maskz_loadu_epi32(cols, b.add(s * NR).cast());
+            sums[s % CHAINS] = dot(sums[s % CHAINS], bv, *a.add(s * MR));
+        }
+    }
+    let mut total = [0f32; LANES];
+    // SAFETY: `total` holds 16 floats.
+    unsafe {
+        let t = _mm512_add_ps(
+            _mm512_add_ps(sums[0], sums[1]),
+            _mm512_add_ps(sums[2], sums[3]),
+        );
+        _mm512_storeu_ps(total.as_mut_ptr(), t);
+    }
+    for (col, &t) in acc.iter_mut().zip(&total) {
+        col[r] = t;
     }
 }
 
