@@ -25,7 +25,7 @@ pub struct Cli {
     /// CPU threads for the CPU backend and data workers (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
-    /// Where the models run: `cpu` (f32 reference backend), `cuda` (the first NVIDIA GPU,
+    /// Where the models run: `cpu` (the reference backend; see --precision), `cuda` (the first NVIDIA GPU,
     /// hand-written kernels + cuBLASLt), or `emu` (the same kernels on the emulated device:
     /// slow, for checking kernels without a GPU).
     #[arg(long, global = true, value_enum, default_value_t = DeviceKind::Cpu)]

@@ -45,6 +45,10 @@ pub struct CheckpointMeta {
     /// All randomness of a run (data order, dropout masks) is a function of (seed, step), so
     /// the seed is the whole RNG state.
     pub seed: u64,
+    /// The backend that trained it (`Backend::name`, e.g. "cpu (bf16 matmuls)"): a
+    /// bit-identical resume needs the same one. Empty in checkpoints that predate the field.
+    #[serde(default)]
+    pub backend: String,
     pub weights_file: String,
     /// Absent in a weights-only (inference) checkpoint.
     pub optimizer_file: Option<String>,
@@ -65,6 +69,7 @@ impl CheckpointMeta {
             total_steps,
             teacher,
             seed,
+            backend: String::new(),
             weights_file: String::new(),
             optimizer_file: None,
             method_config: serde_json::Value::Null,

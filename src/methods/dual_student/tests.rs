@@ -104,15 +104,16 @@ fn run(
     imgs: &[HostTensor],
     o: &TrainOptions,
 ) -> crate::Result<super::TrainReport> {
-    let b = Cpu::new();
-    train(
-        &b,
-        cfg,
-        tiny_teacher(&b, cfg),
-        teacher_id(),
-        imgs.to_vec(),
-        o,
-    )
+    run_on(&Cpu::new(), cfg, imgs, o)
+}
+
+fn run_on(
+    b: &Cpu,
+    cfg: &DualStudentConfig,
+    imgs: &[HostTensor],
+    o: &TrainOptions,
+) -> crate::Result<super::TrainReport> {
+    train(b, cfg, tiny_teacher(b, cfg), teacher_id(), imgs.to_vec(), o)
 }
 
 fn tensors(dir: &Path) -> (HashMap<String, HostTensor>, HashMap<String, HostTensor>) {
@@ -265,6 +266,14 @@ fn resume_refuses_other_settings_and_truncated_files() {
         .to_string();
     assert!(
         e.contains("cannot resume with different settings") && e.contains("hm_factor"),
+        "{e}"
+    );
+    let bf16 = Cpu::with_precision(crate::device::cpu::Precision::Bf16);
+    let e = run_on(&bf16, &cfg, &imgs, &opts(&d, 2, None, true))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("trained on \"cpu\"") && e.contains("--precision"),
         "{e}"
     );
     let c = Checkpoint::open(&d, METHOD).unwrap();

@@ -104,6 +104,7 @@ impl<B: Backend> DualTrainer<'_, B> {
             self.cfg.seed,
         );
         meta.method_config = to_json(&self.cfg)?;
+        meta.backend = self.backend.name();
         let mut st = self.state.clone();
         st.ed_optimizer_steps = self.ed_opt.steps_taken();
         st.ee_optimizer_steps = self.ee_opt.steps_taken();
@@ -239,7 +240,7 @@ pub fn train<B: Backend>(
     let ee_cfg = super::ee::student_config(&tcfg, cfg);
     let (mut ed, mut ee, state, start, ckpt) = if opts.resume {
         let ck = Checkpoint::open(&opts.out_dir, METHOD)?;
-        check_resumable(&ck, cfg, &teacher_id)?;
+        check_resumable(&ck, cfg, &teacher_id, &backend.name())?;
         let w = ck.weights()?;
         let ed = EdStudent::from_host(backend, cfg, tcfg.dim, tcfg.heads, prefix, &w)?;
         let ee = EeStudent::from_host(backend, ee_cfg, &w, true)?;
@@ -320,9 +321,21 @@ pub fn train<B: Backend>(
     })
 }
 
-/// A resumed run must be the same run: same method settings and the same teacher.
-fn check_resumable(ck: &Checkpoint, cfg: &DualStudentConfig, teacher: &TeacherId) -> Result<()> {
+/// A resumed run must be the same run: same method settings, teacher and backend.
+fn check_resumable(
+    ck: &Checkpoint,
+    cfg: &DualStudentConfig,
+    teacher: &TeacherId,
+    backend: &str,
+) -> Result<()> {
     let dir = ck.dir.display();
+    if !ck.meta.backend.is_empty() && ck.meta.backend != backend {
+        return Err(Error::Invalid(format!(
+            "{dir}: the run was trained on {:?}, not {backend:?}: resume it with the same \
+             --device and --precision",
+            ck.meta.backend
+        )));
+    }
     if ck.meta.teacher.sha256 != teacher.sha256 {
         return Err(Error::Invalid(format!(
             "{dir}: the checkpoint was trained with teacher {} (sha256 {}), not {} (sha256 {})",
