@@ -172,8 +172,8 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 // The GPU backend picks each tensor's storage when it allocates it (src/device/gpu/mod.rs):
 // activations in bf16, parameters, gradients, optimiser state and row statistics in f32.
 // Kernels take a tensor as In (read) or Out (read and written): its address with bit 0 set
-// when it holds bf16. Device allocations are 256-byte aligned, so the bit is free, and one
-// kernel serves every mix of f32 and bf16 operands without more arguments. Loads widen to
+// when it holds bf16. Device allocations have even addresses (256-byte aligned on CUDA, at
+// least 4 bytes long and so even on the emulator), so the bit is free, and one kernel serves every mix of f32 and bf16 operands without more arguments. Loads widen to
 // f32, all arithmetic is f32, stores round to nearest even. The dtype test gives the same
 // answer in every thread of a launch: a predictable branch, never divergence. bits = 0 is an
 // absent optional operand (a null pointer).
@@ -189,8 +189,8 @@ struct In {
     __device__ __forceinline__ float operator[](size_t i) const {
         return bf16() ? __bfloat162float(bf16p()[i]) : f32p()[i];
     }
-    // Elements i..i+3 in one 16-byte (f32) or 8-byte (bf16) load: i % 4 == 0, and element 0
-    // of the tensor (or row, see at) 16-byte aligned.
+    // Elements i..i+3 in one 16-byte (f32) or 8-byte (bf16) load: the address of element i
+    // must be aligned to that size (i % 4 == 0 in a tensor, or a row of one, whose start is).
     __device__ __forceinline__ float4 load4(size_t i) const {
         if (!bf16()) return *reinterpret_cast<const float4*>(f32p() + i);
         const uint2 u = *reinterpret_cast<const uint2*>(bf16p() + i);

@@ -3,9 +3,10 @@
 // Tensor operands are In/Out (common.cuh): each is stored as f32 (4 B per element) or bf16
 // (2 B), as the backend chose for that tensor; all arithmetic is f32.
 //
-// Memory traffic per element with activations in bf16 (s = 2 B) and parameters, gradients
-// and optimiser state in f32 (4 B); FLOPs per element (all are bandwidth-bound: < 1 FLOP per
-// byte):
+// Memory traffic per element, where s is the operand's storage (2 B for a bf16 activation,
+// 4 B for an f32 tensor) and fixed sizes are those of the models' use (activations bf16;
+// parameters, gradients and optimiser state f32); FLOPs per element (all are bandwidth-bound:
+// at most ~5 FLOP per byte, far below the ~20 the SMs sustain):
 //   fill            s written                        0 FLOP
 //   scale           s read, s written                1 FLOP
 //   axpy            2s read, s written               2 FLOP

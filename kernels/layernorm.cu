@@ -7,8 +7,9 @@
 //                        per row, 8 rows per block of 256 threads (grid = ceil(rows / 8)).
 //                        Two passes over the row (mean, then the centred variance, which
 //                        is exact where E[x²] - mean² cancels), the second from L1;
-//                        4-element loads (16 B f32, 8 B bf16) when d % 4 == 0 (every buffer
-//                        is 256-byte aligned, so each row then is aligned). DRAM: 2 B read,
+//                        4-element loads (16 B f32, 8 B bf16) when d % 4 == 0 (a tensor of
+//                        rows·d elements then starts aligned to that, on CUDA and on the
+//                        emulator, and so does each row). DRAM: 2 B read,
 //                        2 B written per element (+ w, b from cache); ~8 FLOP per element.
 //   layernorm_bwd_dx     dx (=, or += when accumulate) = rstd·(g - mean(g) - x̂·mean(g·x̂))
 //                        with g = dy·w: one warp per row as above. 6 B read, 4 B written,

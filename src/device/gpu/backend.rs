@@ -19,8 +19,8 @@ pub struct GpuBackend<L: Launcher> {
 pub(super) type T<L> = Tensor<GpuBackend<L>>;
 
 /// A tensor as a kernel operand: its address, with bit 0 set when it is stored as bf16 (the
-/// `In`/`Out` operands of kernels/common.cuh read it; allocations are 256-byte aligned, so
-/// the bit is free). An f32 tensor's operand is its plain address, which is also what the
+/// `In`/`Out` operands of kernels/common.cuh read it; every allocation has an even address,
+/// see `DeviceBuffer`, so the bit is free). An f32 tensor's operand is its plain address, which is also what the
 /// kernels' f32-only `float*` parameters take.
 pub(super) fn p<L: Launcher>(t: &T<L>) -> KernelArg {
     let tag = (t.storage.dtype() == DType::BF16) as u64;
