@@ -1,16 +1,20 @@
 // Attention over packed qkv [B, N, 3·D] (q, k, v each [H, dh] per token, the timm layout).
+// qkv, out, dout and (for the linear attention) dqkv are In/Out (common.cuh): f32 or bf16
+// storage each, s = 4 or 2 B per element; lse and delta are f32, and flash attention's dqkv
+// is f32 (dq is accumulated with f32 atomics).
 //
 // Softmax attention (flash attention, FlashAttention-2 style, bf16 tensor cores, f32
 // accumulation; head dims up to 64: a smaller head is zero-padded to 64 in shared memory,
 // which leaves q·k and the stored outputs unchanged):
 //   flash_attn_fwd        grid (ceil(N / 64), B·H), 4 warps; each warp owns 16 query rows.
-//                         Q (64×64) is converted to bf16 into shared memory once; for every
-//                         64-key block K and V are, S = Q·Kᵀ and O += P·V run as
+//                         Q (64×64) is loaded as bf16 into shared memory once (bf16 storage
+//                         is copied, f32 is rounded); for every 64-key block K and V are, S = Q·Kᵀ and O += P·V run as
 //                         mma.m16n8k16 with ldmatrix-fed fragments (V through .trans), and
 //                         the online softmax rescales O; keys ≥ N are masked to -inf, query
 //                         rows ≥ N are computed but not stored. Writes out [B, N, D] and
-//                         lse [B, H, N]. FLOPs: 4·N²·dh per head; DRAM: q, k, v read
-//                         ceil(N/64) times for k, v (from L2 in practice), out written once.
+//                         lse [B, H, N]. FLOPs: 4·N²·dh per head; DRAM: q, k, v read (s per
+//                         element, ceil(N/64) times for k, v, from L2 in practice), out
+//                         written once (s per element).
 //
 // Linear attention (Dinomaly's, φ(t) = elu(t) + 1), f32 on CUDA cores (its cost is O(N·dh²),
 // small next to the GEMMs around it):
@@ -43,7 +47,7 @@ struct Heads {
 
 // KV[i][j] = Σ_s φ(k_s)_i v_s,j and ksum[i] = Σ_s φ(k_s)_i for head (b, h), into shared
 // memory; tile_a and tile_b are kTile·dh floats of scratch. Ends with a barrier.
-__device__ void linear_kv(const float* qkv, const Heads& hd, int b, int h, float* kv, float* ksum, float* tile_a,
+__device__ void linear_kv(In qkv, const Heads& hd, int b, int h, float* kv, float* ksum, float* tile_a,
                           float* tile_b) {
     const int dh = hd.dh;
     for (int e = threadIdx.x; e < dh * dh; e += blockDim.x) kv[e] = 0.0f;
@@ -74,7 +78,7 @@ __device__ void linear_kv(const float* qkv, const Heads& hd, int b, int h, float
 
 }  // namespace attn
 
-extern "C" __global__ void linear_attn_fwd(const float* qkv, float* out, int n, int dim, int heads, int dh, float eps) {
+extern "C" __global__ void linear_attn_fwd(In qkv, Out out, int n, int dim, int heads, int dh, float eps) {
     KDAD_DYN_SMEM;
     float* kv = reinterpret_cast<float*>(smem_raw);
     float* ksum = kv + dh * dh;
@@ -97,15 +101,14 @@ extern "C" __global__ void linear_attn_fwd(const float* qkv, float* out, int n, 
         for (int j = lane; j < dh; j += 32) {
             float num = 0.0f;
             for (int i = 0; i < dh; ++i) num += fq[i] * kv[i * dh + j];
-            out[hd.tok(b, s, h, j)] = num / den;
+            out.set(hd.tok(b, s, h, j), num / den);
         }
         __syncwarp();  // fq is rewritten for the next token
     }
 }
 KDAD_KERNEL(linear_attn_fwd)
 
-extern "C" __global__ void linear_attn_bwd(const float* dout, const float* qkv, float* dqkv, int n, int dim, int heads,
-                                           int dh, float eps) {
+extern "C" __global__ void linear_attn_bwd(In dout, In qkv, Out dqkv, int n, int dim, int heads, int dh, float eps) {
     KDAD_DYN_SMEM;
     float* kv = reinterpret_cast<float*>(smem_raw);
     float* dkv = kv + dh * dh;
@@ -156,7 +159,7 @@ extern "C" __global__ void linear_attn_bwd(const float* dout, const float* qkv, 
                 float g = dd * ksum[i];
                 for (int j = 0; j < dh; ++j) g += dnum[j] * kv[i * dh + j];
                 const float q = qkv[hd.qkv(b, s, 0, h, i)];
-                dqkv[hd.qkv(b, s, 0, h, i)] = g * attn::dphi(q);
+                dqkv.set(hd.qkv(b, s, 0, h, i), g * attn::dphi(q));
             }
         }
         __syncthreads();
@@ -189,8 +192,8 @@ extern "C" __global__ void linear_attn_bwd(const float* dout, const float* qkv, 
                 gv += fk[i] * dkv[i * dh + j];
                 gk += v[i] * dkv[j * dh + i];
             }
-            dqkv[hd.qkv(b, s, 2, h, j)] = gv;
-            dqkv[hd.qkv(b, s, 1, h, j)] = gk * attn::dphi(qkv[hd.qkv(b, s, 1, h, j)]);
+            dqkv.set(hd.qkv(b, s, 2, h, j), gv);
+            dqkv.set(hd.qkv(b, s, 1, h, j), gk * attn::dphi(qkv[hd.qkv(b, s, 1, h, j)]));
         }
         __syncwarp();
     }
@@ -212,16 +215,16 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     return u;
 }
 
-// Rows [row0, row0 + 64) of a [n, dh] operand whose element (s, c) is src[idx(s, c)], rounded
-// to bf16 into dst [64][kStride]; rows past the sequence and columns past dh are zero.
-// float4 loads when dh % 4 == 0 (every row then starts 16-byte aligned, as dim = heads·dh).
+// Rows [row0, row0 + 64) of a [n, dh] operand whose element (s, c) is src[idx(s, c)], as bf16
+// into dst [64][kStride] (bf16 storage is copied exactly, f32 is rounded); rows past the
+// sequence and columns past dh are zero. 4-element loads when dh % 4 == 0 (every row then
+// starts aligned, as dim = heads·dh).
 template <class Index>
-__device__ __forceinline__ void load_rows(__nv_bfloat16* dst, const float* src, int n, int dh, int row0, Index idx) {
+__device__ __forceinline__ void load_rows(__nv_bfloat16* dst, In src, int n, int dh, int row0, Index idx) {
     if ((dh & 3) == 0) {
         for (int e = threadIdx.x; e < kRows * (kD / 4); e += blockDim.x) {
             const int r = e / (kD / 4), c = (e % (kD / 4)) * 4, s = row0 + r;
-            const float4 v = s < n && c < dh ? *reinterpret_cast<const float4*>(src + idx(s, c))
-                                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            const float4 v = s < n && c < dh ? src.load4(idx(s, c)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(dst + r * kStride + c);
             d[0] = __floats2bfloat162_rn(v.x, v.y);
             d[1] = __floats2bfloat162_rn(v.z, v.w);
@@ -235,7 +238,7 @@ __device__ __forceinline__ void load_rows(__nv_bfloat16* dst, const float* src, 
 }
 
 // Rows of q, k or v (which = 0, 1, 2) of head (b, h).
-__device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const float* qkv, const attn::Heads& hd, int b, int h,
+__device__ __forceinline__ void load_tile(__nv_bfloat16* dst, In qkv, const attn::Heads& hd, int b, int h,
                                           int which, int row0) {
     load_rows(dst, qkv, hd.n, hd.dh, row0, [&](int s, int c) { return hd.qkv(b, s, which, h, c); });
 }
@@ -259,8 +262,7 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 }  // namespace flash
 
-extern "C" __global__ void flash_attn_fwd(const float* qkv, float* out, float* lse, int n, int dim, int heads,
-                                          float scale) {
+extern "C" __global__ void flash_attn_fwd(In qkv, Out out, float* lse, int n, int dim, int heads, float scale) {
     using flash::kD;
     using flash::kRows;
     using flash::kStride;
@@ -354,7 +356,7 @@ extern "C" __global__ void flash_attn_fwd(const float* qkv, float* out, float* l
         for (int dt = 0; dt < kD / 8; ++dt) {
             for (int e = 0; e < 2; ++e) {
                 const int c = dt * 8 + 2 * t + e;
-                if (c < hd.dh) out[hd.tok(b, row, h, c)] = o[dt][2 * r + e] * inv;
+                if (c < hd.dh) out.set(hd.tok(b, row, h, c), o[dt][2 * r + e] * inv);
             }
         }
         // Natural log: ln Σ e^(scale·s) = (m + log2 l)·ln 2 in the log2 domain.
@@ -364,9 +366,9 @@ extern "C" __global__ void flash_attn_fwd(const float* qkv, float* out, float* l
 KDAD_KERNEL(flash_attn_fwd)
 
 // delta[b, h, i] = Σ_j dO·O over head h of token i (the softmax backward's row correction):
-// one thread per (b, h, i), grid-stride; 512 B read per row.
-extern "C" __global__ void flash_attn_bwd_delta(const float* dout, const float* out, float* delta, int n, int dim,
-                                                int heads, int rows) {
+// one thread per (b, h, i), grid-stride; 2·dh·s B read per row (dO f32, O bf16: 384 B at
+// dh = 64).
+extern "C" __global__ void flash_attn_bwd_delta(In dout, In out, float* delta, int n, int dim, int heads, int rows) {
     const attn::Heads hd{n, dim, dim / heads};
     for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += blockDim.x * gridDim.x) {
         const int i = r % n, h = (r / n) % heads, b = r / (n * heads);
@@ -388,8 +390,8 @@ KDAD_KERNEL(flash_attn_bwd_delta)
 // first). dqkv's k and v parts are written once at the end. Shared memory: Q, dO, K, V and
 // dSᵀ tiles (5 × 9 KB) + lse and delta of the query block. FLOPs: 10·N²·dh per head
 // (2.5× the forward), all on tensor cores.
-extern "C" __global__ void flash_attn_bwd(const float* dout, const float* qkv, const float* lse, const float* delta,
-                                          float* dqkv, int n, int dim, int heads, float scale) {
+extern "C" __global__ void flash_attn_bwd(In dout, In qkv, const float* lse, const float* delta, float* dqkv, int n,
+                                          int dim, int heads, float scale) {
     using flash::kD;
     using flash::kRows;
     using flash::kStride;

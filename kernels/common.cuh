@@ -167,3 +167,69 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     __syncthreads();
     return v;
 }
+
+// ---- Tensor operands stored as f32 or bf16 -------------------------------------------------
+// The GPU backend picks each tensor's storage when it allocates it (src/device/gpu/mod.rs):
+// activations in bf16, parameters, gradients, optimiser state and row statistics in f32.
+// Kernels take a tensor as In (read) or Out (read and written): its address with bit 0 set
+// when it holds bf16. Device allocations have even addresses (256-byte aligned on CUDA, at
+// least 4 bytes long and so even on the emulator), so the bit is free, and one kernel serves every mix of f32 and bf16 operands without more arguments. Loads widen to
+// f32, all arithmetic is f32, stores round to nearest even. The dtype test gives the same
+// answer in every thread of a launch: a predictable branch, never divergence. bits = 0 is an
+// absent optional operand (a null pointer).
+struct In {
+    unsigned long long bits;
+
+    __device__ __forceinline__ bool bf16() const { return (bits & 1ull) != 0; }
+    __device__ __forceinline__ explicit operator bool() const { return bits != 0; }
+    __device__ __forceinline__ const float* f32p() const { return reinterpret_cast<const float*>(bits); }
+    __device__ __forceinline__ const __nv_bfloat16* bf16p() const {
+        return reinterpret_cast<const __nv_bfloat16*>(bits & ~1ull);
+    }
+    __device__ __forceinline__ float operator[](size_t i) const {
+        return bf16() ? __bfloat162float(bf16p()[i]) : f32p()[i];
+    }
+    // Elements i..i+3 in one 16-byte (f32) or 8-byte (bf16) load: the address of element i
+    // must be aligned to that size (i % 4 == 0 in a tensor, or a row of one, whose start is).
+    __device__ __forceinline__ float4 load4(size_t i) const {
+        if (!bf16()) return *reinterpret_cast<const float4*>(f32p() + i);
+        const uint2 u = *reinterpret_cast<const uint2*>(bf16p() + i);
+        __nv_bfloat162 lo, hi;
+        memcpy(&lo, &u.x, 4);
+        memcpy(&hi, &u.y, 4);
+        const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+        return make_float4(a.x, a.y, b.x, b.y);
+    }
+    // The same tensor from element `off` on (a row of it); keeps the dtype bit.
+    __device__ __forceinline__ In at(size_t off) const { return In{bits + off * (bf16() ? 2u : 4u)}; }
+};
+
+struct Out {
+    unsigned long long bits;
+
+    __device__ __forceinline__ bool bf16() const { return (bits & 1ull) != 0; }
+    __device__ __forceinline__ explicit operator bool() const { return bits != 0; }
+    __device__ __forceinline__ float* f32p() const { return reinterpret_cast<float*>(bits); }
+    __device__ __forceinline__ __nv_bfloat16* bf16p() const { return reinterpret_cast<__nv_bfloat16*>(bits & ~1ull); }
+    __device__ __forceinline__ operator In() const { return In{bits}; }
+    __device__ __forceinline__ float operator[](size_t i) const { return In{bits}[i]; }
+    __device__ __forceinline__ void set(size_t i, float v) const {
+        if (bf16())
+            bf16p()[i] = __float2bfloat16_rn(v);
+        else
+            f32p()[i] = v;
+    }
+    // Elements i..i+3, as In::load4.
+    __device__ __forceinline__ void store4(size_t i, float4 v) const {
+        if (!bf16()) {
+            *reinterpret_cast<float4*>(f32p() + i) = v;
+            return;
+        }
+        const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+        uint2 u;
+        memcpy(&u.x, &lo, 4);
+        memcpy(&u.y, &hi, 4);
+        *reinterpret_cast<uint2*>(bf16p() + i) = u;
+    }
+    __device__ __forceinline__ Out at(size_t off) const { return Out{bits + off * (bf16() ? 2u : 4u)}; }
+};

@@ -1,14 +1,17 @@
-// Cosine-distance losses, f32. cos(a, b) = a·b / max(|a|·|b|, 1e-8) (torch's
+// Cosine-distance losses. a, b, dd, d and db are In/Out (common.cuh): f32 or bf16 storage each
+// (bytes below: features a, b in bf16, 2 B; the gradient db in f32, 4 B), f32 arithmetic
+// (f64 sums in the global loss); point distances, stats, the threshold and the loss are
+// f32. cos(a, b) = a·b / max(|a|·|b|, 1e-8) (torch's
 // cosine_similarity); distances are 1 - cos.
 //
 //   cosine_fwd            d[r] = 1 - cos(a_r, b_r) for rows of [rows, c]: one warp per row, 8
-//                         rows per block of 256. 8 B read, 6 FLOP per element.
+//                         rows per block of 256. 4 B read, 6 FLOP per element.
 //   cosine_bwd            db = dd[r] · ∂d/∂b = -dd·(a - (a·b / |b|²)·b) / (|a||b|): one warp
-//                         per row, a second pass from L1. 8 B read (twice), 4 B written,
+//                         per row, a second pass from L1. 4 B read (twice), 4 B written,
 //                         ~10 FLOP per element.
 //   global_cosine_stats   f64 partial sums of (a·b, |a|², |b|²) over slices of image i's T·C
 //                         values (~6·10^5 for ViT-B at 392 px): grid (slices, B) of 256
-//                         threads, so a small batch still fills the GPU. 8 B read, 6 FLOP
+//                         threads, so a small batch still fills the GPU. 4 B read, 6 FLOP
 //                         per element.
 //   global_cosine_loss    one warp: each image's partials added in order into stats[i], then
 //                         loss = mean_i (1 - cos_i).
@@ -18,7 +21,7 @@
 //                         trip.
 //   global_cosine_bwd     db = scale·∂(1 - cos_i)/∂b per element, times `factor` where the
 //                         token's distance lies below thr (thr null: no mining): grid-stride.
-//                         8 B read + stats from cache, 4 B written, ~8 FLOP per element.
+//                         4 B read + stats from cache, 4 B written, ~8 FLOP per element.
 #include "common.cuh"
 #include "select.cuh"
 
@@ -32,7 +35,7 @@ struct Dots {
     float ab, aa, bb;
 };
 
-__device__ __forceinline__ Dots row_dots(const float* a, const float* b, int c, int lane) {
+__device__ __forceinline__ Dots row_dots(In a, In b, int c, int lane) {
     Dots s{0.0f, 0.0f, 0.0f};
     for (int i = lane; i < c; i += 32) {
         s.ab += a[i] * b[i];
@@ -51,28 +54,27 @@ __device__ __forceinline__ float dist_grad_b(float ai, float bi, float ab, float
 
 }  // namespace cosine
 
-extern "C" __global__ void cosine_fwd(const float* a, const float* b, float* d, int rows, int c) {
+extern "C" __global__ void cosine_fwd(In a, In b, Out d, int rows, int c) {
     const int row = cosine::warp_row(), lane = threadIdx.x % 32;
     if (row >= rows) return;
     const size_t off = static_cast<size_t>(row) * c;
-    const cosine::Dots s = cosine::row_dots(a + off, b + off, c, lane);
-    if (lane == 0) d[row] = 1.0f - s.ab / fmaxf(sqrtf(s.aa) * sqrtf(s.bb), cosine::kEps);
+    const cosine::Dots s = cosine::row_dots(a.at(off), b.at(off), c, lane);
+    if (lane == 0) d.set(row, 1.0f - s.ab / fmaxf(sqrtf(s.aa) * sqrtf(s.bb), cosine::kEps));
 }
 KDAD_KERNEL(cosine_fwd)
 
-extern "C" __global__ void cosine_bwd(const float* dd, const float* a, const float* b, float* db, int rows, int c) {
+extern "C" __global__ void cosine_bwd(In dd, In a, In b, Out db, int rows, int c) {
     const int row = cosine::warp_row(), lane = threadIdx.x % 32;
     if (row >= rows) return;
     const size_t off = static_cast<size_t>(row) * c;
-    const float *ar = a + off, *br = b + off;
+    const In ar = a.at(off), br = b.at(off);
     const cosine::Dots s = cosine::row_dots(ar, br, c, lane);
     const float g = dd[row];
-    for (int i = lane; i < c; i += 32) db[off + i] = g * cosine::dist_grad_b(ar[i], br[i], s.ab, s.aa, s.bb);
+    for (int i = lane; i < c; i += 32) db.set(off + i, g * cosine::dist_grad_b(ar[i], br[i], s.ab, s.aa, s.bb));
 }
 KDAD_KERNEL(cosine_bwd)
 
-extern "C" __global__ void global_cosine_stats(const float* a, const float* b, double* partial, int per_image,
-                                               int per_slice) {
+extern "C" __global__ void global_cosine_stats(In a, In b, double* partial, int per_image, int per_slice) {
     __shared__ double red[3][256];
     const size_t off = static_cast<size_t>(blockIdx.y) * per_image;
     const int i0 = blockIdx.x * per_slice, i1 = min(per_image, i0 + per_slice);
@@ -125,14 +127,13 @@ extern "C" __global__ void kth_largest(const float* x, int n, int k, float* thr)
 }
 KDAD_KERNEL(kth_largest)
 
-extern "C" __global__ void global_cosine_bwd(const float* a, const float* b, const float* point_dist,
-                                             const float* stats, const float* thr, float* db, int per_image, int c,
-                                             float factor, float scale, int n) {
+extern "C" __global__ void global_cosine_bwd(In a, In b, const float* point_dist, const float* stats, const float* thr,
+                                             Out db, int per_image, int c, float factor, float scale, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
         const float* s = stats + 3 * (i / per_image);
         float g = scale * cosine::dist_grad_b(a[i], b[i], s[0], s[1], s[2]);
         if (thr && point_dist[i / c] < thr[0]) g *= factor;
-        db[i] = g;
+        db.set(i, g);
     }
 }
 KDAD_KERNEL(global_cosine_bwd)

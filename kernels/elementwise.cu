@@ -1,20 +1,29 @@
-// Element-wise kernels over f32 tensors in global memory (see src/device/gpu/mod.rs for the
-// storage), one thread per element in a grid-stride loop: launch grid_1d(n) = up to 4096
-// blocks of 256 threads; every kernel's last argument is the element count n.
+// Element-wise kernels, one thread per element in a grid-stride loop: launch grid_1d(n) = up
+// to 4096 blocks of 256 threads; every kernel's last argument is the element count n.
+// Tensor operands are In/Out (common.cuh): each is stored as f32 (4 B per element) or bf16
+// (2 B), as the backend chose for that tensor; all arithmetic is f32.
 //
-// Memory traffic and FLOPs per element (all are bandwidth-bound: < 1 FLOP per byte):
-//   fill_f32        4 B written                      0 FLOP
-//   scale_f32       4 B read, 4 B written            1 FLOP
-//   axpy_f32        8 B read, 4 B written            2 FLOP
-//   cast_f32_bf16   4 B read, 2 B written            0 FLOP (round to nearest even)
-//   add_bias        8 B read (bias from L1/L2), 4 B written          1 FLOP
-//   gelu_fwd        8 B read (x, bias), 4 B written  ~20 FLOP (erff)
-//   gelu_bwd        12 B read, 4 B written           ~30 FLOP (erff, expf)
-//   residual_fwd    12 B read (x, y, gamma), 4 B written             2 FLOP
-//   mul_cols        8 B read, 4 B written            1 FLOP
-//   dropout         4 B read, 4 B written            ~12 integer ops (SplitMix64 finaliser)
+// Memory traffic per element, where s is the operand's storage (2 B for a bf16 activation,
+// 4 B for an f32 tensor) and fixed sizes are those of the models' use (activations bf16;
+// parameters, gradients and optimiser state f32); FLOPs per element (all are bandwidth-bound:
+// at most ~5 FLOP per byte, far below the ~20 the SMs sustain):
+//   fill            s written                        0 FLOP
+//   scale           s read, s written                1 FLOP
+//   axpy            2s read, s written               2 FLOP
+//   scaled_copy     s read, s' written               1 FLOP (copies between tensors of
+//                                                    different storage, group means)
+//   cast_f32_bf16   4 B read, 2 B written            0 FLOP (an f32 GEMM operand to bf16)
+//   add_bias        4 B read (the f32 GEMM result), s written (+ s read when adding into y)
+//                                                    1 FLOP
+//   gelu_fwd        2 B read, 2 B written            ~20 FLOP (erff)
+//   gelu_bwd        2 B (x) + 4 B (dy) read, 4 B written (activation gradients are f32)
+//                                                    ~30 FLOP (erff, expf)
+//   residual_fwd    4 B read (x, y), 2 B written     2 FLOP
+//   mul_cols        4 B read, 4 B written (gradients)                1 FLOP
+//   dropout         s read, s written                ~12 integer ops (SplitMix64 finaliser)
 // Column-indexed operands (bias, gamma) are [cols] vectors reused by every row; they stay in
-// L1/L2, so DRAM traffic is that of the row-major operands.
+// L1/L2, so DRAM traffic is that of the row-major operands. Rounding happens once per
+// stored value: a bf16 output is the f32 result rounded to nearest even.
 #include "common.cuh"
 
 namespace elementwise {
@@ -45,68 +54,79 @@ __device__ __forceinline__ bool dropout_keep(unsigned long long seed, unsigned l
 
 #define GRID_STRIDE(i, n) for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
 
-extern "C" __global__ void fill_f32(float* x, float v, int n) {
-    GRID_STRIDE(i, n) x[i] = v;
+extern "C" __global__ void fill(Out x, float v, int n) {
+    GRID_STRIDE(i, n) x.set(i, v);
 }
-KDAD_KERNEL(fill_f32)
+KDAD_KERNEL(fill)
 
-extern "C" __global__ void scale_f32(float* x, float a, int n) {
-    GRID_STRIDE(i, n) x[i] *= a;
+extern "C" __global__ void scale(Out x, float a, int n) {
+    GRID_STRIDE(i, n) x.set(i, x[i] * a);
 }
-KDAD_KERNEL(scale_f32)
+KDAD_KERNEL(scale)
 
-extern "C" __global__ void axpy_f32(float a, const float* x, float* y, int n) {
-    GRID_STRIDE(i, n) y[i] += a * x[i];
+extern "C" __global__ void axpy(float a, In x, Out y, int n) {
+    GRID_STRIDE(i, n) y.set(i, y[i] + a * x[i]);
 }
-KDAD_KERNEL(axpy_f32)
+KDAD_KERNEL(axpy)
+
+// y = a·x, where x and y may differ in storage (copies between an f32 and a bf16 tensor;
+// the last step of a group mean summed in f32).
+extern "C" __global__ void scaled_copy(In x, float a, Out y, int n) {
+    GRID_STRIDE(i, n) y.set(i, a * x[i]);
+}
+KDAD_KERNEL(scaled_copy)
 
 extern "C" __global__ void cast_f32_bf16(const float* x, __nv_bfloat16* y, int n) {
     GRID_STRIDE(i, n) y[i] = __float2bfloat16(x[i]);
 }
 KDAD_KERNEL(cast_f32_bf16)
 
-// y[r, c] += bias[c] over y [n / cols, cols].
-extern "C" __global__ void add_bias(float* y, const float* bias, int cols, int n) {
-    GRID_STRIDE(i, n) y[i] += bias[i % cols];
+// The bias epilogue of a GEMM: y[r, c] = acc[r, c] + bias[c] (+ y[r, c] when add_y) over
+// [n / cols, cols]. acc is the f32 GEMM result: y itself when y is f32, a scratch buffer when
+// y is bf16, so that a bf16 y is rounded once, after the bias.
+extern "C" __global__ void add_bias(In acc, In bias, Out y, int add_y, int cols, int n) {
+    GRID_STRIDE(i, n) {
+        const float v = acc[i] + bias[i % cols];
+        y.set(i, add_y ? y[i] + v : v);
+    }
 }
 KDAD_KERNEL(add_bias)
 
 // y = gelu(x + bias[col]); bias may be null (plain GELU).
-extern "C" __global__ void gelu_fwd(const float* x, const float* bias, float* y, int cols, int n) {
+extern "C" __global__ void gelu_fwd(In x, In bias, Out y, int cols, int n) {
     GRID_STRIDE(i, n) {
         const float v = bias ? x[i] + bias[i % cols] : x[i];
-        y[i] = elementwise::gelu(v);
+        y.set(i, elementwise::gelu(v));
     }
 }
 KDAD_KERNEL(gelu_fwd)
 
 // dx = dy · gelu'(x + bias[col]); bias may be null.
-extern "C" __global__ void gelu_bwd(const float* dy, const float* x, const float* bias, float* dx, int cols, int n) {
+extern "C" __global__ void gelu_bwd(In dy, In x, In bias, Out dx, int cols, int n) {
     GRID_STRIDE(i, n) {
         const float v = bias ? x[i] + bias[i % cols] : x[i];
-        dx[i] = dy[i] * elementwise::gelu_grad(v);
+        dx.set(i, dy[i] * elementwise::gelu_grad(v));
     }
 }
 KDAD_KERNEL(gelu_bwd)
 
 // out = x + gamma[col] · y (LayerScale residual); gamma may be null (= 1).
-extern "C" __global__ void residual_fwd(const float* x, const float* y, const float* gamma, float* out, int cols,
-                                        int n) {
-    GRID_STRIDE(i, n) out[i] = gamma ? x[i] + gamma[i % cols] * y[i] : x[i] + y[i];
+extern "C" __global__ void residual_fwd(In x, In y, In gamma, Out out, int cols, int n) {
+    GRID_STRIDE(i, n) out.set(i, gamma ? x[i] + gamma[i % cols] * y[i] : x[i] + y[i]);
 }
 KDAD_KERNEL(residual_fwd)
 
 // out = x · v[col].
-extern "C" __global__ void mul_cols(const float* x, const float* v, float* out, int cols, int n) {
-    GRID_STRIDE(i, n) out[i] = x[i] * v[i % cols];
+extern "C" __global__ void mul_cols(In x, In v, Out out, int cols, int n) {
+    GRID_STRIDE(i, n) out.set(i, x[i] * v[i % cols]);
 }
 KDAD_KERNEL(mul_cols)
 
 // Inverted dropout, forward and backward alike: out = x · keep / (1 - p).
-extern "C" __global__ void dropout(const float* x, float* out, float p, unsigned long long seed, int n) {
+extern "C" __global__ void dropout(In x, Out out, float p, unsigned long long seed, int n) {
     const float keep_scale = 1.0f / (1.0f - p);
     GRID_STRIDE(i, n) {
-        out[i] = elementwise::dropout_keep(seed, static_cast<unsigned long long>(i), p) ? x[i] * keep_scale : 0.0f;
+        out.set(i, elementwise::dropout_keep(seed, static_cast<unsigned long long>(i), p) ? x[i] * keep_scale : 0.0f);
     }
 }
 KDAD_KERNEL(dropout)

@@ -1,5 +1,8 @@
-// Image and token-layout kernels, f32, one thread per output element in a grid-stride loop
-// (grid_1d: up to 4096 blocks of 256; the last argument is the output element count n).
+// Image and token-layout kernels, one thread per output element in a grid-stride loop
+// (grid_1d: up to 4096 blocks of 256; the last argument is the output element count n). The
+// resizes and the blur take f32 tensors (images and anomaly maps, which the backend keeps
+// f32); the token kernels take In/Out operands (common.cuh), f32 or bf16 each (s = 4 or
+// 2 B per element), f32 arithmetic.
 //
 //   resize_bilinear       PyTorch interpolate(mode="bilinear"), align_corners either way:
 //                         4 taps, 16 B read (from cache) + 4 B written, ~12 FLOP per output.
@@ -8,11 +11,13 @@
 //   gaussian_blur         normalised ksize×ksize Gaussian, zero padding, direct 2-D sum (the
 //                         weights are recomputed per output: 2·ksize expf, cheap next to the
 //                         ksize² taps read from cache). ~2·ksize² FLOP per output.
-//   patchify              [B, C, H, W] -> [B, P, C·p·p] gather: 4 B read + 4 B written.
-//   embed_tokens_fwd      [cls + pos0, registers, emb + pos]: 8 B read, 4 B written.
+//   patchify              [B, C, H, W] -> [B, P, C·p·p] gather: 4 B read (an f32 image) +
+//                         s written (a bf16 activation).
+//   embed_tokens_fwd      [cls + pos0, registers, emb + pos]: s + 4 B read (emb, pos),
+//                         s written.
 //   embed_tokens_bwd_params  dcls, dpos (, dregs) += Σ_b dout over the batch: one thread per
-//                         (token slot, channel), B reads of 4 B each.
-//   slice_tokens / unslice_tokens_add  token-range copy / add: 4 (8) B read, 4 B written.
+//                         (token slot, channel), B reads of s each.
+//   slice_tokens / unslice_tokens_add  token-range copy / add: s (2s) B read, s written.
 // The scales of the resizes come from the host (PyTorch's area_pixel_compute_scale, f32).
 #include "common.cuh"
 
@@ -95,19 +100,18 @@ extern "C" __global__ void gaussian_blur(const float* x, float* out, int h, int 
 }
 KDAD_KERNEL(gaussian_blur)
 
-extern "C" __global__ void patchify(const float* img, float* out, int c, int h, int w, int p, int n) {
+extern "C" __global__ void patchify(In img, Out out, int c, int h, int w, int p, int n) {
     const int per_patch = c * p * p, grid_w = w / p, patches = (h / p) * grid_w;
     GRID_STRIDE(i, n) {
         const int within = i % per_patch, patch = (i / per_patch) % patches, b = i / (per_patch * patches);
         const int ch = within / (p * p), yy = (within / p) % p, xx = within % p;
         const int y = (patch / grid_w) * p + yy, x = (patch % grid_w) * p + xx;
-        out[i] = img[((static_cast<size_t>(b) * c + ch) * h + y) * w + x];
+        out.set(i, img[((static_cast<size_t>(b) * c + ch) * h + y) * w + x]);
     }
 }
 KDAD_KERNEL(patchify)
 
-extern "C" __global__ void embed_tokens_fwd(const float* emb, const float* cls, const float* pos, const float* regs,
-                                            float* out, int np, int nr, int d, int n) {
+extern "C" __global__ void embed_tokens_fwd(In emb, In cls, In pos, In regs, Out out, int np, int nr, int d, int n) {
     const int tokens = 1 + nr + np;
     GRID_STRIDE(i, n) {
         const int ch = i % d, tok = (i / d) % tokens, b = i / (d * tokens);
@@ -120,42 +124,43 @@ extern "C" __global__ void embed_tokens_fwd(const float* emb, const float* cls, 
             const int patch = tok - 1 - nr;
             v = emb[(static_cast<size_t>(b) * np + patch) * d + ch] + pos[(1 + patch) * d + ch];
         }
-        out[i] = v;
+        out.set(i, v);
     }
 }
 KDAD_KERNEL(embed_tokens_fwd)
 
-extern "C" __global__ void embed_tokens_bwd_params(const float* dout, float* dcls, float* dpos, float* dregs, int batch,
-                                                   int np, int nr, int d, int n) {
+extern "C" __global__ void embed_tokens_bwd_params(In dout, Out dcls, Out dpos, Out dregs, int batch, int np, int nr,
+                                                   int d, int n) {
     const int tokens = 1 + nr + np;
     GRID_STRIDE(j, n) {
         const int ch = j % d, tok = j / d;
         float s = 0.0f;
         for (int b = 0; b < batch; ++b) s += dout[(static_cast<size_t>(b) * tokens + tok) * d + ch];
         if (tok == 0) {
-            dcls[ch] += s;
-            dpos[ch] += s;
+            dcls.set(ch, dcls[ch] + s);
+            dpos.set(ch, dpos[ch] + s);
         } else if (tok <= nr) {
-            if (dregs) dregs[(tok - 1) * d + ch] += s;
+            if (dregs) dregs.set((tok - 1) * d + ch, dregs[(tok - 1) * d + ch] + s);
         } else {
-            dpos[(tok - nr) * d + ch] += s;
+            dpos.set((tok - nr) * d + ch, dpos[(tok - nr) * d + ch] + s);
         }
     }
 }
 KDAD_KERNEL(embed_tokens_bwd_params)
 
-extern "C" __global__ void slice_tokens(const float* big, float* small, int nb, int ns, int d, int start, int n) {
+extern "C" __global__ void slice_tokens(In big, Out small, int nb, int ns, int d, int start, int n) {
     GRID_STRIDE(i, n) {
         const int ch = i % d, t = (i / d) % ns, b = i / (d * ns);
-        small[i] = big[(static_cast<size_t>(b) * nb + start + t) * d + ch];
+        small.set(i, big[(static_cast<size_t>(b) * nb + start + t) * d + ch]);
     }
 }
 KDAD_KERNEL(slice_tokens)
 
-extern "C" __global__ void unslice_tokens_add(float* big, const float* small, int nb, int ns, int d, int start, int n) {
+extern "C" __global__ void unslice_tokens_add(Out big, In small, int nb, int ns, int d, int start, int n) {
     GRID_STRIDE(i, n) {
         const int ch = i % d, t = (i / d) % ns, b = i / (d * ns);
-        big[(static_cast<size_t>(b) * nb + start + t) * d + ch] += small[i];
+        const size_t j = (static_cast<size_t>(b) * nb + start + t) * d + ch;
+        big.set(j, big[j] + small[i]);
     }
 }
 KDAD_KERNEL(unslice_tokens_add)

@@ -1,13 +1,16 @@
-// Reductions over f32 tensors.
+// Reductions. x, a, b and out are In/Out (common.cuh): f32 or bf16 storage each (s = 4 or
+// 2 B per element), f32 arithmetic (f64 for sum_squares); topk_mean takes f32 only (anomaly
+// maps, which the backend keeps f32).
 //
 //   sum_squares_partial  Σ x² of n values into per-block f64 partials (the host adds the
 //                        ≤ 256 partials): grid-stride, up to 256 blocks × 256 threads.
-//                        4 B read, 2 FLOP (f64) per element.
+//                        s read, 2 FLOP (f64) per element.
 //   col_sum              partial[s, c] = Σ_r a[r,c]·b[r,c] over slice s of the rows (b may be
 //                        null: bias gradients, and LayerScale's dgamma with b = y). Grid
 //                        (ceil(cols / 32), slices) of 32×8 threads: each warp reads 128
 //                        contiguous bytes of a row, the 8 warps take every 8th row of the
-//                        slice, then a shared-memory sum. 4 or 8 B read, 2 FLOP per element.
+//                        slice, then a shared-memory sum. s or 2s read (a: an f32 gradient;
+//                        b: a bf16 activation), 2 FLOP per element.
 //   col_sum_finish       out[c] += Σ_s partial[s, c], in slice order: the two passes keep
 //                        column reductions deterministic (no atomics) while the row slices
 //                        fill the GPU. Grid-stride over the columns.
@@ -17,7 +20,7 @@
 #include "common.cuh"
 #include "select.cuh"
 
-extern "C" __global__ void sum_squares_partial(const float* x, int n, double* partial) {
+extern "C" __global__ void sum_squares_partial(In x, int n, double* partial) {
     __shared__ double red[256];
     double acc = 0.0;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
@@ -34,8 +37,7 @@ extern "C" __global__ void sum_squares_partial(const float* x, int n, double* pa
 }
 KDAD_KERNEL(sum_squares_partial)
 
-extern "C" __global__ void col_sum(const float* a, const float* b, float* partial, int rows, int cols,
-                                   int rows_per_slice) {
+extern "C" __global__ void col_sum(In a, In b, float* partial, int rows, int cols, int rows_per_slice) {
     __shared__ float part[8][33];
     const int c = blockIdx.x * 32 + threadIdx.x;
     const int r0 = blockIdx.y * rows_per_slice, r1 = min(rows, r0 + rows_per_slice);
@@ -56,11 +58,11 @@ extern "C" __global__ void col_sum(const float* a, const float* b, float* partia
 }
 KDAD_KERNEL(col_sum)
 
-extern "C" __global__ void col_sum_finish(const float* partial, float* out, int slices, int cols) {
+extern "C" __global__ void col_sum_finish(const float* partial, Out out, int slices, int cols) {
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += blockDim.x * gridDim.x) {
         float total = 0.0f;
         for (int s = 0; s < slices; ++s) total += partial[static_cast<size_t>(s) * cols + c];
-        out[c] += total;
+        out.set(c, out[c] + total);
     }
 }
 KDAD_KERNEL(col_sum_finish)

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::op_table::{coverage, run_table, Tolerance};
+use common::op_table::{coverage, run_table, Storage, Tolerance};
 use kdad::device::cpu::Cpu;
 
 /// f32 arithmetic with f64 row reductions: errors are a few f32 ulps of the largest value,
@@ -15,7 +15,7 @@ const CPU_F32: Tolerance = Tolerance {
 
 #[test]
 fn cpu_matches_reference_and_finite_differences() {
-    run_table(&Cpu::new(), &CPU_F32);
+    run_table(&Cpu::new(), Storage::Activations, &CPU_F32);
 }
 
 #[test]

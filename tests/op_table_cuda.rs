@@ -3,22 +3,26 @@
 
 mod common;
 
-use common::op_table::{run_table, Tolerance};
+use common::op_table::{run_table, Storage, Tolerance};
 use kdad::device::gpu::cuda::Cuda;
 use kdad::device::gpu::GpuBackend;
 
-/// The emulator's bf16 tolerance (tests/op_table_emu.rs): the kernels are the same, only
-/// the GPU's approximate `__expf`, FMA contraction and the tensor cores' summation order
-/// differ, all far below bf16 rounding.
-const GPU_BF16: Tolerance = Tolerance {
-    forward: 1e-2,
+/// The emulator's tolerance with bf16 activations (tests/op_table_emu.rs, where the bound
+/// is derived): the kernels are the same, only the GPU's approximate `__expf`, FMA
+/// contraction and the tensor cores' summation order differ, all far below bf16 rounding.
+const GPU_BF16_STORE: Tolerance = Tolerance {
+    forward: 1.4e-2,
     backward: 1e-2,
 };
 
 #[test]
 fn cuda_matches_reference_cpu_and_finite_differences() {
     match Cuda::new(0) {
-        Ok(cuda) => run_table(&GpuBackend::new(cuda), &GPU_BF16),
+        Ok(cuda) => run_table(
+            &GpuBackend::new(cuda),
+            Storage::Activations,
+            &GPU_BF16_STORE,
+        ),
         Err(e) => eprintln!("skipped: {e}"),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Conventions, shared by every backend:
 //! * Tensors are logically f32 and row-major. A backend may store them otherwise (the GPU
-//!   backends keep bf16 copies where the design says so) but `upload`/`download` speak f32.
+//!   backends store the tensors from [`Backend::zeros_activation`] as bf16) but
+//!   `upload`/`download` speak f32.
 //! * Ops write into outputs the caller allocated once (llm.c style arenas); no op allocates
 //!   a tensor the caller keeps.
 //! * Activation gradients are written (`=`) unless an op says otherwise; **parameter gradients
@@ -111,6 +112,14 @@ pub trait Backend: Send + Sync {
 
     // ---- memory -------------------------------------------------------------------------
     fn zeros(&self, dims: &[usize]) -> Result<Tensor<Self>>;
+    /// A zeroed tensor for an activation: any op takes it where it takes a tensor from
+    /// [`Backend::zeros`], but a backend may store it with less precision, rounding what is
+    /// written to it (the GPU backends store bf16, which halves the memory traffic of the
+    /// kernels that read and write activations). Parameters, gradients, optimiser state, row
+    /// statistics and losses come from `zeros`. The CPU backend stores f32 either way.
+    fn zeros_activation(&self, dims: &[usize]) -> Result<Tensor<Self>> {
+        self.zeros(dims)
+    }
     fn upload(&self, host: &HostTensor) -> Result<Tensor<Self>>;
     fn download(&self, t: &Tensor<Self>) -> Result<HostTensor>;
     /// `dst = src` (equal element counts; shapes may differ).

@@ -22,7 +22,9 @@ use crate::device::{Backend, Layout, Tensor};
 use crate::error::Result;
 
 /// The activations one block's forward writes: everything its backward reads. Allocated once
-/// per (batch, tokens); a frozen model shares one set between all its blocks.
+/// per (batch, tokens); a frozen model shares one set between all its blocks. The `[B, N, ·]`
+/// activations come from [`Backend::zeros_activation`] (bf16 on a GPU); the row statistics
+/// (layer-norm mean and rstd, attention's lse) stay f32, since each scales a whole row.
 pub struct BlockActs<B: Backend> {
     pub ln1: Tensor<B>,
     pub ln1_mean: Tensor<B>,
@@ -44,7 +46,7 @@ pub struct BlockActs<B: Backend> {
 impl<B: Backend> BlockActs<B> {
     pub fn new(backend: &B, c: &BlockConfig, batch: usize, tokens: usize) -> Result<Self> {
         let (d, h) = (c.dim, c.mlp_hidden);
-        let z = |w: usize| backend.zeros(&[batch, tokens, w]);
+        let z = |w: usize| backend.zeros_activation(&[batch, tokens, w]);
         let rows = || backend.zeros(&[batch * tokens]);
         Ok(BlockActs {
             ln1: z(d)?,

@@ -131,8 +131,11 @@ impl<B: Backend> Arena<B> {
         } else {
             2 + key.taps.len()
         };
+        // Activations (the residual stream, patches, embeddings, the final norm's outputs)
+        // may be stored with less precision; statistics, gradients and the interpolated
+        // position embedding (a function of a parameter) stay f32.
         let stream = (0..nslots)
-            .map(|_| backend.zeros(&[b, n, d]))
+            .map(|_| backend.zeros_activation(&[b, n, d]))
             .collect::<Result<Vec<_>>>()?;
         let block = cfg.block();
         let nacts = if key.train { run } else { 1 };
@@ -145,11 +148,11 @@ impl<B: Backend> Arena<B> {
         };
         let norm = if key.final_norm {
             Some(NormBufs {
-                y: backend.zeros(&[b, n, d])?,
+                y: backend.zeros_activation(&[b, n, d])?,
                 mean: backend.zeros(&[b * n])?,
                 rstd: backend.zeros(&[b * n])?,
-                cls: backend.zeros(&[b, 1, d])?,
-                patch: backend.zeros(&[b, p, d])?,
+                cls: backend.zeros_activation(&[b, 1, d])?,
+                patch: backend.zeros_activation(&[b, p, d])?,
             })
         } else {
             None
@@ -173,8 +176,8 @@ impl<B: Backend> Arena<B> {
         };
         Ok(Arena {
             run,
-            patches: backend.zeros(&[b, p, cfg.in_chans * cfg.patch * cfg.patch])?,
-            emb: backend.zeros(&[b, p, d])?,
+            patches: backend.zeros_activation(&[b, p, cfg.in_chans * cfg.patch * cfg.patch])?,
+            emb: backend.zeros_activation(&[b, p, d])?,
             interp,
             stream,
             slots,

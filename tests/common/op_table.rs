@@ -6,6 +6,11 @@
 //!   backend when the backend under test is another one;
 //! * every backward op is compared with central finite differences of the f64 reference
 //!   forward (on a sample of elements for the large shapes);
+//! * with [`Storage::Activations`], the operands the models keep as activations (see
+//!   [`activation_operands`]) come from `zeros_activation`, so a backend that stores those
+//!   in bf16 is checked with the storage the models give it. Random inputs are
+//!   bf16-representable values, so storing them loses nothing and the check measures the
+//!   op's own rounding;
 //! * each tensor operand in turn is given a wrong shape, which must be an `Error::Shape`
 //!   naming the op, and invalid scalars (a drop probability of 1, an even blur kernel…)
 //!   must be an error naming the op.
@@ -25,6 +30,7 @@ use kdad::Error;
 pub const TRAIT_OPS: &[&str] = &[
     "name",
     "zeros",
+    "zeros_activation",
     "upload",
     "download",
     "copy",
@@ -69,7 +75,14 @@ pub const TRAIT_OPS: &[&str] = &[
 ];
 
 /// Ops the runner checks itself (memory and bookkeeping) rather than through table entries.
-const RUNNER_OPS: &[&str] = &["name", "zeros", "upload", "download", "synchronize"];
+const RUNNER_OPS: &[&str] = &[
+    "name",
+    "zeros",
+    "zeros_activation",
+    "upload",
+    "download",
+    "synchronize",
+];
 
 /// Ops whose operands may have any shape, so there is no wrong shape to hand them.
 const SHAPE_FREE: &[&str] = &["fill", "scale", "sum_squares", "clip_grad_norm"];
@@ -258,8 +271,10 @@ fn f64s(t: &HostTensor) -> Vec<f64> {
     t.data.iter().map(|&v| v as f64).collect()
 }
 
+/// Uniform values in [lo, hi], rounded to bf16: exact in any storage a backend picks, so the
+/// table measures what an op's own arithmetic and output rounding cost.
 fn rand(rng: &mut Rng, dims: &[usize], lo: f32, hi: f32) -> HostTensor {
-    rng.tensor(dims, lo, hi)
+    rng.tensor(dims, lo, hi).round_bf16()
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -1263,20 +1278,90 @@ fn invoke<B: Backend>(
     Ok(None)
 }
 
-/// Upload the operands (outputs poisoned with NaN where they are written), run the op and
+/// Which tensors of a call a backend gets as activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Every operand from `upload` (f32 on every backend).
+    Exact,
+    /// The operands the models allocate with `zeros_activation` come from it.
+    Activations,
+}
+
+/// Operands (indices over ins then outs) that the models keep as activations: inputs and
+/// outputs of the forward ops, and the saved activations the backward ops read. Parameters,
+/// every gradient, row statistics, losses, images and anomaly maps are not; nor is an output
+/// an op adds into (the models add only into gradients).
+fn activation_operands(c: &Call) -> Vec<usize> {
+    let n = c.ins.len();
+    match c.op {
+        "copy" | "sum_squares" | "axpy" | "fill" => vec![0],
+        "layernorm_bwd"
+        | "linear_attention_bwd"
+        | "gelu_bwd"
+        | "bias_gelu_bwd"
+        | "residual_bwd" => vec![1],
+        "matmul" => match (c.p.layout, c.p.accumulate) {
+            (Layout::TN, _) => vec![1],
+            (_, false) => vec![0, n],
+            (_, true) => vec![0],
+        },
+        "layernorm_fwd" => vec![0, 3],
+        "attention_fwd"
+        | "linear_attention_fwd"
+        | "gelu_fwd"
+        | "dropout_fwd"
+        | "slice_tokens"
+        | "cosine_distance_fwd"
+        | "global_cosine_fwd"
+        | "global_cosine_bwd" => {
+            vec![0, 1]
+        }
+        "attention_bwd" | "cosine_distance_bwd" => vec![1, 2],
+        "bias_gelu_fwd" => vec![0, 2],
+        "residual_fwd" => vec![0, 1, n],
+        "patchify" => vec![1],
+        "embed_tokens_fwd" => vec![0, n],
+        "group_mean_fwd" => (0..=n).collect(),
+        _ => vec![],
+    }
+}
+
+/// A backend tensor holding `host`: uploaded, or copied into an activation tensor.
+fn place<B: Backend>(be: &B, host: &HostTensor, activation: bool) -> Tensor<B> {
+    let t = be.upload(host).unwrap();
+    if !activation {
+        return t;
+    }
+    let mut a = be.zeros_activation(host.dims()).unwrap();
+    be.copy(&t, &mut a).unwrap();
+    a
+}
+
+/// Place the operands (outputs poisoned with NaN where they are written), run the op and
 /// download the outputs.
-fn execute<B: Backend>(be: &B, c: &Call) -> (Vec<HostTensor>, Option<f64>) {
-    let ins: Vec<Tensor<B>> = c.ins.iter().map(|t| be.upload(t).unwrap()).collect();
+fn execute<B: Backend>(be: &B, c: &Call, storage: Storage) -> (Vec<HostTensor>, Option<f64>) {
+    let acts = match storage {
+        Storage::Exact => vec![],
+        Storage::Activations => activation_operands(c),
+    };
+    let n = c.ins.len();
+    let ins: Vec<Tensor<B>> = c
+        .ins
+        .iter()
+        .enumerate()
+        .map(|(k, t)| place(be, t, acts.contains(&k)))
+        .collect();
     let mut outs: Vec<Tensor<B>> = c
         .outs
         .iter()
-        .map(|(t, poison)| {
-            be.upload(&if *poison {
+        .enumerate()
+        .map(|(k, (t, poison))| {
+            let init = if *poison {
                 HostTensor::filled(t.shape.clone(), f32::NAN)
             } else {
                 t.clone()
-            })
-            .unwrap()
+            };
+            place(be, &init, acts.contains(&(n + k)))
         })
         .collect();
     let ret = invoke(be, c, &ins, &mut outs)
@@ -1484,21 +1569,37 @@ fn check_memory_ops<B: Backend>(be: &B) {
         err <= 1e-2 * h.data.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64,
         "upload/download changed values by {err}"
     );
+    // An activation starts at zero, and holds a value to at least bf16 precision (2^-8
+    // relative: 8 significant bits, rounded to nearest) both ways through copy.
+    let mut act = be.zeros_activation(&[7, 2]).unwrap();
+    assert!(be.download(&act).unwrap().data.iter().all(|&v| v == 0.0));
+    be.copy(&be.upload(&h).unwrap(), &mut act).unwrap();
+    let mut again = be.zeros(&[7, 2]).unwrap();
+    be.copy(&act, &mut again).unwrap();
+    for got in [be.download(&act).unwrap(), be.download(&again).unwrap()] {
+        for (g, w) in got.data.iter().zip(&h.data) {
+            assert!(
+                (g - w).abs() <= w.abs() / 256.0,
+                "an activation holds {w} as {g} on {}",
+                be.name()
+            );
+        }
+    }
     be.synchronize().unwrap();
 }
 
 /// Run every entry of the table on `be`: against the f64 reference and finite differences
 /// within `tol`, against the CPU backend (when `be` is another backend) within `tol`, and
 /// with wrong shapes. Panics with the entry's ops and shapes on the first failure.
-pub fn run_table<B: Backend>(be: &B, tol: &Tolerance) {
+pub fn run_table<B: Backend>(be: &B, storage: Storage, tol: &Tolerance) {
     check_memory_ops(be);
     let cpu = Cpu::new();
     let is_cpu = be.name() == cpu.name();
     for c in table() {
-        let (got, ret) = execute(be, &c);
+        let (got, ret) = execute(be, &c, storage);
         check_outputs(&be.name(), &c, &got, ret, tol);
         if !is_cpu {
-            let (want, _) = execute(&cpu, &c);
+            let (want, _) = execute(&cpu, &c, Storage::Exact);
             for (j, (g, w)) in got.iter().zip(&want).enumerate() {
                 let limit = if c.expect[j].grad {
                     tol.backward

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use super::launch::{col_tiles, f32, grid_1d, grid_stride_count, int, ptr, warp_per_row, BLOCK};
 use super::scratch::{Scratch, ScratchGuard};
-use super::{DeviceBuffer, DevicePtr, Gemm, KernelArg, LaunchCfg, Launcher};
+use super::{dtype_bytes, DeviceBuffer, DevicePtr, Gemm, KernelArg, LaunchCfg, Launcher};
 use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};
-use crate::error::{shape_err, Result};
-use crate::tensor::{HostTensor, Shape};
+use crate::error::{shape_err, Error, Result};
+use crate::tensor::{DType, HostTensor, Shape};
 
 /// The GPU op set over launcher `L` (see the module docs of [`super`] for the storage).
 pub struct GpuBackend<L: Launcher> {
@@ -18,12 +18,31 @@ pub struct GpuBackend<L: Launcher> {
 
 pub(super) type T<L> = Tensor<GpuBackend<L>>;
 
+/// A tensor as a kernel operand: its address, with bit 0 set when it is stored as bf16 (the
+/// `In`/`Out` operands of kernels/common.cuh read it; every allocation has an even address,
+/// see `DeviceBuffer`, so the bit is free). An f32 tensor's operand is its plain address, which is also what the
+/// kernels' f32-only `float*` parameters take.
 pub(super) fn p<L: Launcher>(t: &T<L>) -> KernelArg {
-    ptr(t.storage.ptr())
+    let tag = (t.storage.dtype() == DType::BF16) as u64;
+    ptr(DevicePtr(t.storage.ptr().0 | tag))
 }
 
 pub(super) fn opt<L: Launcher>(t: Option<&T<L>>) -> KernelArg {
-    ptr(t.map_or(DevicePtr::NULL, |t| t.storage.ptr()))
+    t.map_or(ptr(DevicePtr::NULL), p)
+}
+
+/// Fails unless every operand is stored as f32: for the kernels that take `float*` (the
+/// optimisers, anomaly-map ops, row statistics and atomically accumulated outputs).
+pub(super) fn f32_only<L: Launcher>(op: &str, operands: &[(&str, Option<&T<L>>)]) -> Result<()> {
+    for (name, t) in operands {
+        if t.is_some_and(|t| t.storage.dtype() != DType::F32) {
+            return Err(Error::Invalid(format!(
+                "{op}: {name} is stored as bf16 (an activation tensor); this operand must be \
+                 f32, allocated with zeros or upload"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl<L: Launcher> GpuBackend<L> {
@@ -38,10 +57,18 @@ impl<L: Launcher> GpuBackend<L> {
         &self.launcher
     }
 
-    fn alloc(&self, dims: &[usize]) -> Result<T<L>> {
+    fn alloc(&self, dims: &[usize], dtype: DType) -> Result<T<L>> {
         let shape = Shape::new(dims);
-        let storage = DeviceBuffer::new(&self.launcher, shape.numel() * 4)?;
+        let storage = DeviceBuffer::elements(&self.launcher, shape.numel(), dtype)?;
         Ok(Tensor { shape, storage })
+    }
+
+    fn alloc_zeroed(&self, dims: &[usize], dtype: DType) -> Result<T<L>> {
+        let t = self.alloc(dims, dtype)?;
+        // All-zero bytes are 0.0 in f32 and in bf16 alike.
+        self.launcher
+            .memset(t.storage.ptr(), 0, t.storage.bytes())?;
+        Ok(t)
     }
 
     pub(super) fn launch(
@@ -110,9 +137,16 @@ impl<L: Launcher> GpuBackend<L> {
         self.launch_1d("col_sum_finish", cols, &args)
     }
 
-    /// Round `src` to bf16 into device memory at `dst` (scratch owned by the caller).
-    pub(super) fn cast_bf16(&self, src: &T<L>, dst: DevicePtr) -> Result<()> {
-        self.launch_1d("cast_f32_bf16", src.numel(), &[p(src), ptr(dst)])
+    /// `t` as a bf16 GEMM operand: a bf16 tensor is used in place; an f32 one is rounded into
+    /// the scratch at `spare` (room for `t.numel()` bf16 values, owned by the caller).
+    fn gemm_operand(&self, t: &T<L>, spare: DevicePtr) -> Result<DevicePtr> {
+        match t.storage.dtype() {
+            DType::BF16 => Ok(t.storage.ptr()),
+            DType::F32 => {
+                self.launch_1d("cast_f32_bf16", t.numel(), &[p(t), ptr(spare)])?;
+                Ok(spare)
+            }
+        }
     }
 
     /// Run a grid-stride reduction kernel whose arguments end with `n` and a `double*` of
@@ -171,34 +205,53 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     }
 
     fn zeros(&self, dims: &[usize]) -> Result<T<L>> {
-        let t = self.alloc(dims)?;
-        self.launcher.memset(t.storage.ptr(), 0, t.numel() * 4)?;
-        Ok(t)
+        self.alloc_zeroed(dims, DType::F32)
+    }
+
+    fn zeros_activation(&self, dims: &[usize]) -> Result<T<L>> {
+        self.alloc_zeroed(dims, DType::BF16)
     }
 
     fn upload(&self, host: &HostTensor) -> Result<T<L>> {
         check::upload(host)?;
-        let t = self.alloc(host.dims())?;
+        let t = self.alloc(host.dims(), DType::F32)?;
         self.launcher
             .htod(bytemuck::cast_slice(&host.data), t.storage.ptr())?;
         Ok(t)
     }
 
     fn download(&self, t: &T<L>) -> Result<HostTensor> {
-        let mut data = vec![0f32; t.numel()];
-        self.launcher
-            .dtoh(t.storage.ptr(), bytemuck::cast_slice_mut(&mut data))?;
+        let data = match t.storage.dtype() {
+            DType::F32 => {
+                let mut data = vec![0f32; t.numel()];
+                self.launcher
+                    .dtoh(t.storage.ptr(), bytemuck::cast_slice_mut(&mut data))?;
+                data
+            }
+            DType::BF16 => {
+                let mut data = vec![half::bf16::ZERO; t.numel()];
+                self.launcher
+                    .dtoh(t.storage.ptr(), bytemuck::cast_slice_mut(&mut data))?;
+                data.iter().map(|v| v.to_f32()).collect()
+            }
+        };
         HostTensor::new(t.shape.clone(), data)
     }
 
     fn copy(&self, src: &T<L>, dst: &mut T<L>) -> Result<()> {
         check::same_numel("copy", ("src", src), ("dst", dst))?;
-        self.launcher
-            .dtod(src.storage.ptr(), dst.storage.ptr(), src.numel() * 4)
+        let dtype = src.storage.dtype();
+        if dtype == dst.storage.dtype() {
+            let bytes = src.numel() * dtype_bytes(dtype);
+            return self
+                .launcher
+                .dtod(src.storage.ptr(), dst.storage.ptr(), bytes);
+        }
+        self.launch_1d("scaled_copy", src.numel(), &[p(src), f32(1.0), p(dst)])
     }
 
     fn fill(&self, t: &mut T<L>, value: f32) -> Result<()> {
-        self.launch_1d("fill_f32", t.numel(), &[p(t), f32(value)])
+        self.launch_1d("fill", t.numel(), &[p(t), f32(value)])
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -207,11 +260,11 @@ impl<L: Launcher> Backend for GpuBackend<L> {
 
     fn axpy(&self, alpha: f32, x: &T<L>, y: &mut T<L>) -> Result<()> {
         check::same("axpy", ("x", x), ("y", y))?;
-        self.launch_1d("axpy_f32", x.numel(), &[f32(alpha), p(x), p(y)])
+        self.launch_1d("axpy", x.numel(), &[f32(alpha), p(x), p(y)])
     }
 
     fn scale(&self, x: &mut T<L>, alpha: f32) -> Result<()> {
-        self.launch_1d("scale_f32", x.numel(), &[p(x), f32(alpha)])
+        self.launch_1d("scale", x.numel(), &[p(x), f32(alpha)])
     }
 
     fn sum_squares(&self, x: &T<L>) -> Result<f64> {
@@ -231,13 +284,31 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         if out.numel() == 0 {
             return Ok(());
         }
-        // bf16 copies of both operands, side by side in scratch; the second starts on a
-        // 256-byte boundary as cuBLAS prefers.
-        let a_bytes = (a.numel() * 2).div_ceil(256) * 256;
-        let scratch = self.scratch.get(&self.launcher, a_bytes + b.numel() * 2)?;
-        let (a16, b16) = (scratch.ptr(), scratch.ptr().offset(a_bytes));
-        self.cast_bf16(a, a16)?;
-        self.cast_bf16(b, b16)?;
+        // Scratch, each part on a 256-byte boundary as cuBLAS prefers: bf16 copies of the f32
+        // operands, and an f32 result when a bias goes into a bf16 output (so that the output
+        // is rounded once, after the bias).
+        let at = |bytes: usize| bytes.div_ceil(256) * 256;
+        let a_spare = match a.storage.dtype() {
+            DType::F32 => at(a.numel() * 2),
+            DType::BF16 => 0,
+        };
+        let b_spare = match b.storage.dtype() {
+            DType::F32 => at(b.numel() * 2),
+            DType::BF16 => 0,
+        };
+        let bf16_out = out.storage.dtype() == DType::BF16;
+        let via_f32 = bias.is_some() && bf16_out;
+        let c_spare = if via_f32 { out.numel() * 4 } else { 0 };
+        let scratch = self
+            .scratch
+            .get(&self.launcher, a_spare + b_spare + c_spare)?;
+        let a16 = self.gemm_operand(a, scratch.ptr())?;
+        let b16 = self.gemm_operand(b, scratch.ptr().offset(a_spare))?;
+        let (c, c_bf16) = if via_f32 {
+            (scratch.ptr().offset(a_spare + b_spare), false)
+        } else {
+            (out.storage.ptr(), bf16_out)
+        };
         let (m, n, k) = (d.m, d.n, d.k);
         self.launcher.gemm(&Gemm {
             m,
@@ -250,17 +321,17 @@ impl<L: Launcher> Backend for GpuBackend<L> {
             b: b16,
             b_trans: layout == Layout::NT,
             stride_b: if d.b_batched { k * n } else { 0 },
-            c: out.storage.ptr(),
+            c,
+            c_bf16,
             stride_c: m * n,
-            accumulate,
+            // The f32 scratch result is added into `out` by the bias pass instead.
+            accumulate: accumulate && !via_f32,
         })?;
-        drop(scratch);
         if let Some(bias) = bias {
-            self.launch_1d(
-                "add_bias",
-                out.numel(),
-                &[p(out), p(bias), int("matmul", n)?],
-            )?;
+            let acc = if via_f32 { ptr(c) } else { p(out) };
+            let add_y = KernelArg::I32((accumulate && via_f32) as i32);
+            let args = [acc, p(bias), p(out), add_y, int("matmul", n)?];
+            self.launch_1d("add_bias", out.numel(), &args)?;
         }
         Ok(())
     }
@@ -282,6 +353,7 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     ) -> Result<()> {
         const OP: &str = "layernorm_fwd";
         let (rows, d) = check::layernorm_fwd(x, w, b, y, mean, rstd)?;
+        f32_only(OP, &[("mean", Some(mean)), ("rstd", Some(rstd))])?;
         if rows == 0 {
             return Ok(());
         }
@@ -313,6 +385,7 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     ) -> Result<()> {
         const OP: &str = "layernorm_bwd";
         let (rows, d) = check::layernorm_bwd(dy, x, w, mean, rstd, dx, dw, db)?;
+        f32_only(OP, &[("mean", Some(mean)), ("rstd", Some(rstd))])?;
         if rows == 0 {
             return Ok(());
         }
@@ -536,12 +609,23 @@ impl<L: Launcher> Backend for GpuBackend<L> {
 
     fn group_mean_fwd(&self, xs: &[&T<L>], out: &mut T<L>) -> Result<()> {
         check::group("group_mean_fwd", xs, ("out", out))?;
-        let (first, rest) = (xs[0], &xs[1..]);
-        self.copy(first, out)?;
-        for x in rest {
-            self.axpy(1.0, x, out)?;
+        // The sum is kept in f32 (in scratch when `out` is bf16), so that `out` is rounded
+        // once, not after every term.
+        let n = out.numel();
+        let scratch = match out.storage.dtype() {
+            DType::F32 => None,
+            DType::BF16 => Some(self.scratch.get(&self.launcher, n * 4)?),
+        };
+        let acc = scratch.as_ref().map_or(p(out), |s| ptr(s.ptr()));
+        let scale = 1.0 / xs.len() as f32;
+        self.launch_1d("scaled_copy", n, &[p(xs[0]), f32(1.0), acc])?;
+        for x in &xs[1..] {
+            self.launch_1d("axpy", n, &[f32(1.0), p(x), acc])?;
         }
-        self.scale(out, 1.0 / xs.len() as f32)
+        match scratch {
+            None => self.scale(out, scale),
+            Some(_) => self.launch_1d("scaled_copy", n, &[acc, f32(scale), p(out)]),
+        }
     }
 
     fn group_mean_bwd(&self, dout: &T<L>, dxs: &mut [&mut T<L>]) -> Result<()> {
@@ -622,6 +706,7 @@ impl<L: Launcher> Backend for GpuBackend<L> {
     fn topk_mean(&self, x: &T<L>, k: usize, out: &mut T<L>) -> Result<()> {
         const OP: &str = "topk_mean";
         let (rows, m) = check::topk_mean(x, k, out)?;
+        f32_only(OP, &[("x", Some(x)), ("out", Some(out))])?;
         if rows == 0 {
             return Ok(());
         }

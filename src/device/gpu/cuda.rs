@@ -265,7 +265,11 @@ impl Launcher for Cuda {
                 g.stride_a as i64,
                 (&beta as *const f32).cast(),
                 g.c.0 as *mut _,
-                cudaDataType::CUDA_R_32F,
+                if g.c_bf16 {
+                    cudaDataType::CUDA_R_16BF
+                } else {
+                    cudaDataType::CUDA_R_32F
+                },
                 i(g.n),
                 g.stride_c as i64,
                 i(g.batch),

@@ -185,29 +185,50 @@ impl Launcher for Emu {
         };
         let (a, b) = (bf(g.a, a_len), bf(g.b, b_len));
         let c_len = g.stride_c * (g.batch - 1) + g.m * g.n;
-        let c: &mut [f32] = bytemuck::cast_slice_mut(host_mut(g.c, c_len * 4));
-        for i in 0..g.batch {
+        // Row r, column col of batch i: the f32 sum of the bf16 products, added to the old
+        // value when accumulating; a bf16 output is rounded once, at the end, as cuBLAS does.
+        let dot = |i: usize, r: usize, col: usize| -> f32 {
             let (a, b) = (&a[i * g.stride_a..], &b[i * g.stride_b..]);
-            let c = &mut c[i * g.stride_c..i * g.stride_c + g.m * g.n];
-            c.par_chunks_mut(g.n).enumerate().for_each(|(r, row)| {
-                for (col, out) in row.iter_mut().enumerate() {
-                    let mut acc = 0f32;
-                    for kk in 0..g.k {
-                        let av = if g.a_trans {
-                            a[kk * g.m + r]
-                        } else {
-                            a[r * g.k + kk]
-                        };
-                        let bv = if g.b_trans {
-                            b[col * g.k + kk]
-                        } else {
-                            b[kk * g.n + col]
-                        };
-                        acc += av.to_f32() * bv.to_f32();
-                    }
-                    *out = if g.accumulate { *out + acc } else { acc };
-                }
-            });
+            let mut acc = 0f32;
+            for kk in 0..g.k {
+                let av = if g.a_trans {
+                    a[kk * g.m + r]
+                } else {
+                    a[r * g.k + kk]
+                };
+                let bv = if g.b_trans {
+                    b[col * g.k + kk]
+                } else {
+                    b[kk * g.n + col]
+                };
+                acc += av.to_f32() * bv.to_f32();
+            }
+            acc
+        };
+        let beta = |old: f32| if g.accumulate { old } else { 0.0 };
+        for i in 0..g.batch {
+            let rows = i * g.stride_c..i * g.stride_c + g.m * g.n;
+            if g.c_bf16 {
+                let c: &mut [bf16] = bytemuck::cast_slice_mut(host_mut(g.c, c_len * 2));
+                c[rows]
+                    .par_chunks_mut(g.n)
+                    .enumerate()
+                    .for_each(|(r, row)| {
+                        for (col, out) in row.iter_mut().enumerate() {
+                            *out = bf16::from_f32(beta(out.to_f32()) + dot(i, r, col));
+                        }
+                    });
+            } else {
+                let c: &mut [f32] = bytemuck::cast_slice_mut(host_mut(g.c, c_len * 4));
+                c[rows]
+                    .par_chunks_mut(g.n)
+                    .enumerate()
+                    .for_each(|(r, row)| {
+                        for (col, out) in row.iter_mut().enumerate() {
+                            *out = beta(*out) + dot(i, r, col);
+                        }
+                    });
+            }
         }
         Ok(())
     }

@@ -4,11 +4,25 @@
 //! in the shared code here and in [`backend`], so the emulator exercises all of it and only
 //! the thin cudarc adapter goes untested on a machine without a GPU.
 //!
-//! **Storage (first version):** every tensor lives in device memory as f32. Kernels that
-//! feed tensor cores (attention, and the GEMM through a cast kernel) round their operands to
-//! bf16 on load and accumulate in f32. Keeping activations and frozen weights in bf16, as
-//! the design asks, halves the memory traffic of the bandwidth-bound kernels; it is the
-//! next step and changes only the storage type and the load/store helpers of the kernels.
+//! **Storage: bf16 for activations, f32 for the rest, f32 arithmetic everywhere.** Each
+//! tensor's storage [`DType`] is fixed when it is allocated: [`Backend::zeros_activation`]
+//! gives bf16 (activations: half the bytes of every bandwidth-bound kernel that touches
+//! them), [`Backend::zeros`] and [`Backend::upload`] give f32 (parameters and their
+//! gradients, optimiser state, activation gradients, row statistics such as layer norm's
+//! mean/rstd and attention's lse, losses, images and anomaly maps). `upload`/`download` speak
+//! f32 either way, `copy` converts between storages. Kernels take every tensor as an
+//! `In`/`Out` operand (kernels/common.cuh) that carries its dtype, load it as f32, compute in
+//! f32 and round a bf16 store to nearest even once; so any mix of storages is valid for the
+//! element-wise, layer norm, attention, token and loss kernels. The kernels that need f32 (the
+//! optimisers, the resizes, blur and top-k of the anomaly maps, and outputs that are
+//! statistics or atomically accumulated) say so with an error naming the op and operand.
+//! GEMMs take bf16 operands (a bf16 tensor directly, an f32 one through a cast into scratch),
+//! accumulate in f32 and write f32 or bf16 as the output is stored.
+//!
+//! [`DType`]: crate::tensor::DType
+//! [`Backend::zeros_activation`]: crate::device::Backend::zeros_activation
+//! [`Backend::zeros`]: crate::device::Backend::zeros
+//! [`Backend::upload`]: crate::device::Backend::upload
 //!
 //! Use: `GpuBackend::new(emu::Emu::new())` (always available) or
 //! `GpuBackend::new(cuda::Cuda::new(0)?)` (an `Error::Unavailable` saying why when there is
@@ -28,6 +42,7 @@ mod scratch;
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::tensor::DType;
 
 pub use backend::GpuBackend;
 
@@ -78,8 +93,8 @@ pub struct LaunchCfg {
 }
 
 /// One (batched) GEMM, row-major: `c[i] (+)= op(a[i]) · op(b[i])` for `i < batch`, with
-/// `op(a)` of shape `[m, k]` and `op(b)` of shape `[k, n]`. `a` and `b` hold bf16, `c` f32;
-/// accumulation is f32. Operands are packed: `a` is stored `[m, k]`, or `[k, m]` when
+/// `op(a)` of shape `[m, k]` and `op(b)` of shape `[k, n]`. `a` and `b` hold bf16, `c` f32
+/// or bf16 (`c_bf16`: read when accumulating, written rounded once); accumulation is f32. Operands are packed: `a` is stored `[m, k]`, or `[k, m]` when
 /// `a_trans`; `b` is stored `[k, n]`, or `[n, k]` when `b_trans`. Strides are in elements;
 /// a zero stride shares one operand across the batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +110,7 @@ pub struct Gemm {
     pub b_trans: bool,
     pub stride_b: usize,
     pub c: DevicePtr,
+    pub c_bf16: bool,
     pub stride_c: usize,
     /// Add into `c` (beta = 1) instead of overwriting it.
     pub accumulate: bool,
@@ -122,28 +138,53 @@ pub trait Launcher: Send + Sync + 'static {
     fn time_ms(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<Option<f64>>;
 }
 
-/// Device memory owned by a tensor; freed on drop.
+/// Device memory owned by a tensor (or scratch); freed on drop.
 pub struct DeviceBuffer<L: Launcher> {
     ptr: DevicePtr,
     bytes: usize,
+    dtype: DType,
     launcher: Arc<L>,
 }
 
 impl<L: Launcher> DeviceBuffer<L> {
-    /// At least one byte is allocated so that every buffer has a distinct address.
+    /// `bytes` of raw memory, counted as f32 elements.
     pub fn new(launcher: &Arc<L>, bytes: usize) -> Result<Self> {
-        let ptr = launcher.alloc(bytes.max(1))?;
+        Self::with_dtype(launcher, bytes, DType::F32)
+    }
+    fn with_dtype(launcher: &Arc<L>, bytes: usize, dtype: DType) -> Result<Self> {
+        // At least 4 bytes, so that every buffer has a distinct, even address: the emulator
+        // ends each allocation at a guard page, which aligns it only as far as its size
+        // does, and bit 0 of a tensor's address must stay free for the bf16 tag of kernel
+        // operands (backend.rs, `p`).
+        let ptr = launcher.alloc(bytes.max(4))?;
         Ok(DeviceBuffer {
             ptr,
             bytes,
+            dtype,
             launcher: launcher.clone(),
         })
+    }
+    /// Room for `numel` elements stored as `dtype`.
+    pub fn elements(launcher: &Arc<L>, numel: usize, dtype: DType) -> Result<Self> {
+        Self::with_dtype(launcher, numel * dtype_bytes(dtype), dtype)
     }
     pub fn ptr(&self) -> DevicePtr {
         self.ptr
     }
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+    /// How the elements are stored.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+}
+
+/// Bytes per element of a storage type.
+pub fn dtype_bytes(dtype: DType) -> usize {
+    match dtype {
+        DType::F32 => 4,
+        DType::BF16 => 2,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Attention ops of [`GpuBackend`]: flash attention on tensor cores (head dim 64) and
 //! Dinomaly's linear attention.
 
-use super::backend::{p, T};
+use super::backend::{f32_only, p, T};
 use super::launch::{f32, int, ptr};
 use super::{GpuBackend, LaunchCfg, Launcher};
 use crate::device::check::{self, AttnDims};
@@ -46,6 +46,7 @@ impl<L: Launcher> GpuBackend<L> {
     ) -> Result<()> {
         const OP: &str = "attention_fwd";
         let s = check::attention_fwd(qkv, heads, out, lse)?;
+        f32_only(OP, &[("lse", Some(lse))])?;
         if s.n == 0 || s.batch == 0 {
             return Ok(());
         }
@@ -78,6 +79,8 @@ impl<L: Launcher> GpuBackend<L> {
     ) -> Result<()> {
         const OP: &str = "attention_bwd";
         let s = check::attention_bwd(dout, qkv, out, lse, heads, dqkv)?;
+        // dq is accumulated with f32 atomics.
+        f32_only(OP, &[("lse", Some(lse)), ("dqkv", Some(dqkv))])?;
         if s.n == 0 || s.batch == 0 {
             return Ok(());
         }

@@ -1,7 +1,7 @@
 //! Distillation losses of [`GpuBackend`]: per-token cosine distance and Dinomaly's global
 //! cosine loss with hard mining.
 
-use super::backend::{p, T};
+use super::backend::{f32_only, p, T};
 use super::launch::{f32, int, ptr, warp_per_row};
 use super::{DevicePtr, GpuBackend, LaunchCfg, Launcher};
 use crate::device::{check, Backend};
@@ -52,6 +52,14 @@ impl<L: Launcher> GpuBackend<L> {
         const OP: &str = "global_cosine_fwd";
         let (bsz, _, _) = check::global_cosine(OP, a, b, point_dist, stats)?;
         check::exact(OP, "loss", loss, &[1])?;
+        f32_only(
+            OP,
+            &[
+                ("loss", Some(loss)),
+                ("point_dist", Some(point_dist)),
+                ("stats", Some(stats)),
+            ],
+        )?;
         if bsz == 0 {
             return self.fill(loss, 0.0);
         }
@@ -108,6 +116,10 @@ impl<L: Launcher> GpuBackend<L> {
         const OP: &str = "global_cosine_bwd";
         let (bsz, tokens, chans) = check::global_cosine(OP, a, b, point_dist, stats)?;
         check::same(OP, ("db", db), ("b", b))?;
+        f32_only(
+            OP,
+            &[("point_dist", Some(point_dist)), ("stats", Some(stats))],
+        )?;
         let n = bsz * tokens;
         let k = check::hard_mining_k(OP, n, p_hard)?;
         if a.numel() == 0 {

@@ -1,6 +1,6 @@
 //! Token, dropout, optimiser and image ops of [`GpuBackend`]: shape checks and launches.
 
-use super::backend::{opt, p, T};
+use super::backend::{f32_only, opt, p, T};
 use super::launch::{f32, grid_1d, int, ptr};
 use super::{GpuBackend, KernelArg, Launcher};
 use crate::device::{check, AdamStep, Interp};
@@ -119,6 +119,17 @@ impl<L: Launcher> GpuBackend<L> {
             "adamw_step"
         };
         let n = check::adam(op, param, grad, m, v, vmax.as_deref(), hp)?;
+        // Master weights and moments are f32 by design; the kernels take `float*`.
+        f32_only(
+            op,
+            &[
+                ("param", Some(param)),
+                ("grad", Some(grad)),
+                ("m", Some(m)),
+                ("v", Some(v)),
+                ("vmax", vmax.as_deref()),
+            ],
+        )?;
         if n == 0 {
             return Ok(());
         }
@@ -159,6 +170,7 @@ impl<L: Launcher> GpuBackend<L> {
     pub(super) fn resize_op(&self, x: &T<L>, interp: Interp, out: &mut T<L>) -> Result<()> {
         const OP: &str = "resize";
         let (_, h, w, h2, w2) = check::resize(x, out)?;
+        f32_only(OP, &[("x", Some(x)), ("out", Some(out))])?;
         if let Interp::Bicubic {
             scale: Some((sh, sw)),
         } = interp
@@ -209,6 +221,7 @@ impl<L: Launcher> GpuBackend<L> {
     pub(super) fn blur_op(&self, x: &T<L>, sigma: f32, ksize: usize, out: &mut T<L>) -> Result<()> {
         const OP: &str = "gaussian_blur";
         let (_, h, w) = check::gaussian_blur(x, sigma, ksize, out)?;
+        f32_only(OP, &[("x", Some(x)), ("out", Some(out))])?;
         let args = [
             p(x),
             p(out),
