@@ -16,6 +16,7 @@ mod matmul;
 mod norm;
 mod optim;
 mod par;
+mod simd;
 mod tokens;
 
 use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};
