@@ -212,3 +212,50 @@ pub fn adam_step(param: &mut [f32], grad: &[f32], st: AdamState, hp: &AdamStep, 
             }))
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// StableAdamW's RMS is a sum over the whole tensor: its chunking (and so the step) must
+    /// not depend on the thread count. A size with a ragged last chunk and a ragged vector
+    /// tail, gradients large enough that r > 1.
+    #[test]
+    fn stable_step_is_bit_identical_on_any_thread_count() {
+        let n = 5 * ELEMS_PER_TASK + 13;
+        let hp = AdamStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            t: 3,
+            amsgrad: true,
+        };
+        let wave = |i: usize, f: f32| ((i as f32 * f).sin() * 3.0);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let grad: Vec<f32> = (0..n).map(|i| wave(i, 0.37)).collect();
+            let mut p: Vec<f32> = (0..n).map(|i| wave(i, 0.11)).collect();
+            let mut m: Vec<f32> = (0..n).map(|i| wave(i, 0.05) * 0.1).collect();
+            let mut v: Vec<f32> = (0..n).map(|i| wave(i, 0.07).abs() * 1e-4).collect();
+            let mut vmax = v.clone();
+            pool.install(|| {
+                let st = AdamState {
+                    m: &mut m,
+                    v: &mut v,
+                    vmax: Some(&mut vmax),
+                };
+                adam_step(&mut p, &grad, st, &hp, true)
+            });
+            [p, m, v, vmax].map(|x| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        };
+        let one = run(1);
+        for threads in [2, 3, 7] {
+            assert!(run(threads) == one, "{threads} threads differ from 1");
+        }
+    }
+}
