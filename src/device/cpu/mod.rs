@@ -2,7 +2,7 @@
 //! products and rayon for parallel loops over rows, heads and images. It is the numerical
 //! reference every other backend is held to, so each op is written for clarity first;
 //! reductions accumulate in f64 where that costs little. The element-wise and row loops of
-//! the non-GEMM ops are written once over [`simd::Simd`] and run with AVX-512 or AVX2 where
+//! the non-GEMM ops are written once over `simd::Simd` and run with AVX-512 or AVX2 where
 //! the CPU has them (see `simd.rs`).
 //!
 //! Each op validates its operands with [`crate::device::check`] (shared with the GPU
