@@ -169,7 +169,8 @@ pub fn softmax_fwd(qkv: &[f32], s: AttnDims, scale: f32, out: &mut [f32], lse: &
             let (b, h) = (bh / s.heads, bh % s.heads);
             scores(qkv, s, b, h, scale, p);
             dispatch!(sd => {
-                for ((row, l), inv) in p.chunks_exact_mut(n).zip(lse_h.iter_mut()).zip(inv.iter_mut()) {
+                let rows = p.chunks_exact_mut(n).zip(lse_h.iter_mut());
+                for ((row, l), inv) in rows.zip(inv.iter_mut()) {
                     (*l, *inv) = exp_row(sd, row);
                 }
             });
@@ -250,7 +251,8 @@ pub fn softmax_bwd(
                 false,
             );
             dispatch!(sd => {
-                for (i, (ds, p)) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)).enumerate() {
+                let rows = ds.chunks_exact_mut(n).zip(p.chunks_exact(n));
+                for (i, (ds, p)) in rows.enumerate() {
                     let (d_o, o) = (&d_o.data[i * d_o.rs..][..dh], &o.data[i * o.rs..][..dh]);
                     let delta = simd::sum(sd, [d_o, o], |[a, b]| {
                         sd.dmul(sd.widen(a), sd.widen(b))

@@ -79,13 +79,11 @@ fn rows3(
 /// `y = gelu(x + bias)` (bias per column, optional).
 pub fn bias_gelu_fwd(x: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     match bias {
-        Some(b) => rows3(
-            x,
-            x,
-            y,
-            b.len(),
-            |x, _, y| dispatch!(s => simd::update(s, y, [x, b], |_, [x, b]| gelu(s, s.add(x, b)))),
-        ),
+        Some(b) => rows3(x, x, y, b.len(), |x, _, y| {
+            dispatch!(s => {
+                simd::update(s, y, [x, b], |_, [x, b]| gelu(s, s.add(x, b)))
+            })
+        }),
         None => rows3(
             x,
             x,
@@ -100,17 +98,17 @@ pub fn bias_gelu_fwd(x: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
 pub fn bias_gelu_bwd(dy: &[f32], x: &[f32], bias: Option<&[f32]>, dx: &mut [f32]) {
     match bias {
         Some(b) => rows3(dy, x, dx, b.len(), |dy, x, dx| {
-            dispatch!(s => simd::update(s, dx, [dy, x, b], |_, [g, x, b]| {
-                s.mul(g, gelu_grad(s, s.add(x, b)))
-            }))
+            dispatch!(s => {
+                simd::update(s, dx, [dy, x, b], |_, [g, x, b]| {
+                    s.mul(g, gelu_grad(s, s.add(x, b)))
+                })
+            })
         }),
-        None => rows3(
-            dy,
-            x,
-            dx,
-            ELEMS_PER_TASK,
-            |dy, x, dx| dispatch!(s => simd::update(s, dx, [dy, x], |_, [g, x]| s.mul(g, gelu_grad(s, x)))),
-        ),
+        None => rows3(dy, x, dx, ELEMS_PER_TASK, |dy, x, dx| {
+            dispatch!(s => {
+                simd::update(s, dx, [dy, x], |_, [g, x]| s.mul(g, gelu_grad(s, x)))
+            })
+        }),
     }
 }
 
@@ -118,20 +116,17 @@ pub fn bias_gelu_bwd(dy: &[f32], x: &[f32], bias: Option<&[f32]>, dx: &mut [f32]
 /// element is its index in the row, not an integer division per element.
 pub fn residual_fwd(x: &[f32], y: &[f32], gamma: Option<&[f32]>, out: &mut [f32]) {
     match gamma {
-        Some(g) => rows3(
-            x,
-            y,
-            out,
-            g.len(),
-            |x, y, o| dispatch!(s => simd::update(s, o, [x, y, g], |_, [x, y, g]| s.mul_add(g, y, x))),
-        ),
-        None => rows3(
-            x,
-            y,
-            out,
-            ELEMS_PER_TASK,
-            |x, y, o| dispatch!(s => simd::update(s, o, [x, y], |_, [x, y]| s.add(x, y))),
-        ),
+        // `x + g·y` in two roundings, not one FMA: the GPU kernel is held to this op exactly.
+        Some(g) => rows3(x, y, out, g.len(), |x, y, o| {
+            dispatch!(s => {
+                simd::update(s, o, [x, y, g], |_, [x, y, g]| s.add(x, s.mul(g, y)))
+            })
+        }),
+        None => rows3(x, y, out, ELEMS_PER_TASK, |x, y, o| {
+            dispatch!(s => {
+                simd::update(s, o, [x, y], |_, [x, y]| s.add(x, y))
+            })
+        }),
     }
 }
 
