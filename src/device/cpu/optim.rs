@@ -1,6 +1,6 @@
 //! AdamW (as `torch.optim.AdamW`) and Dinomaly's StableAdamW on one parameter tensor.
 
-use super::simd::{self, dispatch, Simd};
+use super::simd::{self, dispatch, Simd, MAX_LANES};
 use crate::device::AdamStep;
 use rayon::prelude::*;
 
@@ -107,7 +107,7 @@ fn moments<S: Simd>(s: S, k: &Coef, mut c: Chunk) -> f64 {
     if full < n {
         // The tail's lanes, zero-padded to a vector (like `simd::load_part`).
         let pad = |x: &[f32]| {
-            let mut b = [0.0f32; 16];
+            let mut b = [0.0f32; MAX_LANES];
             b[..n - full].copy_from_slice(&x[full..]);
             b
         };
@@ -121,7 +121,7 @@ fn moments<S: Simd>(s: S, k: &Coef, mut c: Chunk) -> f64 {
             vmax: vmax.as_mut().map(|b| &mut b[..]),
             param: param.as_mut().map(|(b, step)| (&mut b[..], *step)),
         };
-        let mut r2 = [0.0f64; 16];
+        let mut r2 = [0.0f64; MAX_LANES];
         s.dstore(moments_at(s, k, &mut t, 0), &mut r2);
         sum += r2[..n - full].iter().sum::<f64>();
         c.m[full..].copy_from_slice(&m[..n - full]);
@@ -232,7 +232,7 @@ mod tests {
             t: 3,
             amsgrad: true,
         };
-        let wave = |i: usize, f: f32| ((i as f32 * f).sin() * 3.0);
+        let wave = |i: usize, f: f32| (i as f32 * f).sin() * 3.0;
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)

@@ -8,8 +8,12 @@
 //! is detected once.
 //!
 //! Results depend on the level (the lane count sets the order of sums, FMA rounds once) but
-//! never on the thread count. `KDAD_SIMD=scalar|avx2|avx512` caps the level, so the narrower
-//! paths can be tested on a wide CPU.
+//! never on the thread count. `KDAD_SIMD=scalar` or `KDAD_SIMD=avx2` caps the level (any
+//! other value: no cap), so the narrower paths can be tested on a wide CPU.
+//!
+//! A loop that fails to inline shows up as calls to `core::core_arch` functions in the
+//! disassembly (`objdump -d -C <binary> | grep 'call.*core_arch'`), and runs several times
+//! slower than scalar code.
 
 use std::sync::OnceLock;
 
@@ -74,7 +78,7 @@ pub trait Simd: Copy {
 }
 
 /// The widest vector, in f32 lanes: the size of the staging buffers for partial vectors.
-const MAX_LANES: usize = 16;
+pub const MAX_LANES: usize = 16;
 
 /// `x` (at most `LANES` elements) as a vector padded with `pad`.
 #[inline(always)]
