@@ -10,7 +10,8 @@
 //!
 //! Run: `cargo bench --bench train_step` (KDAD_BENCH_STEPS timed steps, default 5, after one
 //! warm-up step; the rayon pool follows RAYON_NUM_THREADS; KDAD_BENCH_PRECISION=bf16 runs the
-//! matmuls on bf16 operands with f32 accumulation, f32 by default).
+//! matmuls on bf16 operands with f32 accumulation, f32 by default). Each phase's on-CPU time
+//! (all threads) is printed too: unlike wall time, it is not inflated by other processes.
 
 use kdad::device::Backend;
 use kdad::methods::dual_student::ed::EdStudent;
@@ -50,24 +51,31 @@ fn main() -> kdad::Result<()> {
     let p_final = cfg.hm_p_final;
 
     let mut phases: Vec<[f64; 4]> = Vec::new();
+    let mut cpu_phases: Vec<[f64; 4]> = Vec::new();
+    let cpu_ms = || common::process_cpu_ns().map_or(f64::NAN, |ns| ns as f64 * 1e-6);
     for step in 0..=steps {
+        let c0 = cpu_ms();
         let t0 = Instant::now();
         let f = teacher.features(&b, &images)?;
         b.synchronize()?;
         let t1 = Instant::now();
+        let c1 = cpu_ms();
         ed.forward(&b, f.fused, Some(step as u64))?;
         let loss = ed.loss(&b, &f.groups)?;
         let t2 = Instant::now();
+        let c2 = cpu_ms();
         for g in ed.grads_mut() {
             b.fill(g, 0.0)?;
         }
         ed.backward(&b, &f.groups, p_final, cfg.hm_factor, step as u64)?;
         b.synchronize()?;
         let t3 = Instant::now();
+        let c3 = cpu_ms();
         b.clip_grad_norm(&mut ed.grads_mut(), cfg.clip)?;
         opt.step(&b, &mut ed.params_mut(), 2e-3)?;
         b.synchronize()?;
         let t4 = Instant::now();
+        let c4 = cpu_ms();
         let ms = |a: Instant, z: Instant| (z - a).as_secs_f64() * 1e3;
         let ph = [ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4)];
         eprintln!(
@@ -81,13 +89,15 @@ fn main() -> kdad::Result<()> {
         );
         if step > 0 {
             phases.push(ph);
+            cpu_phases.push([c1 - c0, c2 - c1, c3 - c2, c4 - c3]);
         }
     }
-    let median = |k: usize| {
+    let median_of = |phases: &[[f64; 4]], k: usize| {
         let mut v: Vec<f64> = phases.iter().map(|p| p[k]).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let median = |k: usize| median_of(&phases, k);
     let mut totals: Vec<f64> = phases.iter().map(|p| p.iter().sum()).collect();
     totals.sort_by(f64::total_cmp);
     println!(
@@ -103,6 +113,15 @@ fn main() -> kdad::Result<()> {
         median(1),
         median(2),
         median(3)
+    );
+    let cpu = |k: usize| median_of(&cpu_phases, k);
+    println!(
+        "on-CPU time of all threads, median: teacher forward {:.0} + student forward+loss {:.0} \
+         + backward {:.0} + clip+optimiser {:.0} ms",
+        cpu(0),
+        cpu(1),
+        cpu(2),
+        cpu(3)
     );
     Ok(())
 }

@@ -17,7 +17,7 @@ pub fn arg(name: &str) -> Option<String> {
 }
 
 /// CPU time this process's threads have run, from Linux's per-thread schedstat (ns).
-fn process_cpu_ns() -> Option<u64> {
+pub fn process_cpu_ns() -> Option<u64> {
     let mut total = 0;
     for task in std::fs::read_dir("/proc/self/task").ok()? {
         let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;

@@ -2,13 +2,15 @@
 //! softmax attention and Dinomaly's linear attention, forward and backward.
 //!
 //! Each (image, head) pair is one rayon task working on strided views of qkv, with its
-//! results in a head-major scratch buffer (`[B, H, …]`, so tasks own disjoint slices) that
-//! is scattered into the token-major output afterwards.
+//! results in the task's own scratch (reused across the tasks of a thread), written from
+//! there straight into its column block of the token-major output.
 
 use super::math::exp;
 use super::matmul::{gemm_strided, View, ViewMut};
+use super::simd::{self, dispatch, load_part, store_part, Simd};
 use crate::device::check::AttnDims;
 use rayon::prelude::*;
+use std::marker::PhantomData;
 
 /// Offset of q, k or v (`which` = 0, 1, 2) of head `h` of token 0 of image `b`.
 fn qkv_offset(s: AttnDims, b: usize, which: usize, h: usize) -> usize {
@@ -58,31 +60,53 @@ fn contiguous_mut(data: &mut [f32], cols: usize) -> ViewMut<'_> {
     }
 }
 
-/// Write head-major `src [B, H, N, dh]` into token-major `out [B, N, D]`.
-fn heads_to_tokens(src: &[f32], s: AttnDims, out: &mut [f32]) {
-    let (n, dh) = (s.n, s.head_dim);
-    super::par::for_rows(out, s.dim, |row, o| {
-        let (b, i) = (row / n, row % n);
-        for h in 0..s.heads {
-            let from = ((b * s.heads + h) * n + i) * dh;
-            o[h * dh..(h + 1) * dh].copy_from_slice(&src[from..from + dh]);
-        }
-    });
+/// A token-major output `[B, N, C]` that the (image, head) tasks fill in parallel, each
+/// task its own column block of the rows of its image.
+struct TokenOut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    /// Row length `C`.
+    width: usize,
+    _out: PhantomData<&'a mut [f32]>,
 }
 
-/// Write head-major `src [B, H, 3, N, dh]` into packed `dqkv [B, N, 3·D]`.
-fn heads_to_qkv(src: &[f32], s: AttnDims, dqkv: &mut [f32]) {
-    let (n, dh) = (s.n, s.head_dim);
-    super::par::for_rows(dqkv, 3 * s.dim, |row, o| {
-        let (b, i) = (row / n, row % n);
-        for h in 0..s.heads {
-            for which in 0..3 {
-                let from = (((b * s.heads + h) * 3 + which) * n + i) * dh;
-                let to = which * s.dim + h * dh;
-                o[to..to + dh].copy_from_slice(&src[from..from + dh]);
-            }
+// SAFETY: `TokenOut` hands out no references; the writers' contract (`write_head`) keeps
+// concurrent writes disjoint, and the borrow it holds keeps everyone else away.
+unsafe impl Send for TokenOut<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for TokenOut<'_> {}
+
+impl<'a> TokenOut<'a> {
+    fn new(out: &'a mut [f32], width: usize) -> Self {
+        TokenOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            width,
+            _out: PhantomData,
         }
-    });
+    }
+
+    /// Row i of `src [N, w]` into columns `col..col + w` of row i of image `b`.
+    ///
+    /// # Safety
+    /// No other thread may write those elements while this runs: each caller must own its
+    /// `(b, col..col + w)` block.
+    unsafe fn write_head(&self, b: usize, col: usize, src: &[f32], w: usize) {
+        assert!(col + w <= self.width, "attention: head block past the row");
+        let n = src.len() / w;
+        let start = b * n * self.width + col;
+        assert!(
+            n == 0 || start + (n - 1) * self.width + w <= self.len,
+            "attention: head block past the output"
+        );
+        for (i, row) in src.chunks_exact(w).enumerate() {
+            // SAFETY: in bounds (asserted above); the caller guarantees nobody else writes
+            // these elements, and `row` is task-local scratch, so the ranges do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(row.as_ptr(), self.ptr.add(start + i * self.width), w)
+            };
+        }
+    }
 }
 
 /// `scores = scale · q kᵀ` for one head, `[N, N]`.
@@ -102,65 +126,76 @@ fn scores(qkv: &[f32], s: AttnDims, b: usize, h: usize, scale: f32, out: &mut [f
     );
 }
 
-/// Lanes of the row reductions below: independent accumulators, so the max and the sum are
-/// not one long chain of dependent adds (a 257-long f64 chain costs ~1000 cycles per row).
-const LANES: usize = 8;
-
-/// `row = softmax(row)` in place; returns the row's log-sum-exp. The sum is in f64.
-fn softmax_row(row: &mut [f32]) -> f32 {
-    let mut m = [f32::NEG_INFINITY; LANES];
-    for c in row.chunks(LANES) {
-        for (m, &v) in m.iter_mut().zip(c) {
-            *m = m.max(v);
-        }
+/// `row = exp(row - max(row))` in place, the unnormalised softmax; returns the row's
+/// log-sum-exp and `1/Σ exp` (the sum in f64). Two passes over the row, both in L1: the max,
+/// then the exponentials with their sum.
+#[inline(always)]
+fn exp_row<S: Simd>(s: S, row: &mut [f32]) -> (f32, f32) {
+    let n = row.len();
+    let full = n - n % S::LANES;
+    let mut m = s.splat(f32::NEG_INFINITY);
+    for i in (0..full).step_by(S::LANES) {
+        m = s.max(s.load(&row[i..]), m);
     }
-    let mx = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    row.iter_mut().for_each(|v| *v = exp(*v - mx));
-    let mut sum = [0.0f64; LANES];
-    for c in row.chunks(LANES) {
-        for (s, &v) in sum.iter_mut().zip(c) {
-            *s += v as f64;
-        }
+    // The tail is padded with -∞: neutral for the max, and exp(-∞) = 0 for the sum.
+    let tail = load_part(s, &row[full..], f32::NEG_INFINITY);
+    m = s.max(tail, m);
+    let max = s.reduce_max(m);
+    let mx = s.splat(max);
+    let mut sum = s.dsplat(0.0);
+    for i in (0..full).step_by(S::LANES) {
+        let e = exp(s, s.sub(s.load(&row[i..]), mx));
+        s.store(e, &mut row[i..]);
+        sum = s.dadd(sum, s.widen(e));
     }
-    let sum: f64 = sum.iter().sum();
-    let inv = (1.0 / sum) as f32;
-    row.iter_mut().for_each(|v| *v *= inv);
-    mx + sum.ln() as f32
+    let e = exp(s, s.sub(tail, mx));
+    store_part(s, e, &mut row[full..]);
+    let sum = s.reduce_sum(s.dadd(sum, s.widen(e)));
+    (max + sum.ln() as f32, (1.0 / sum) as f32)
 }
 
 /// Softmax attention forward: `out = softmax(scale·q kᵀ) v` per head, `lse` = log-sum-exp
-/// of each score row.
+/// of each score row. The rows of P are left unnormalised: the product's `[N, dh]` rows are
+/// scaled instead, a quarter of the work at head dim 64 and N = 257.
 pub fn softmax_fwd(qkv: &[f32], s: AttnDims, scale: f32, out: &mut [f32], lse: &mut [f32]) {
     let (n, dh) = (s.n, s.head_dim);
     if n == 0 || dh == 0 {
         return;
     }
-    let mut heads_out = vec![0.0f32; s.batch * s.heads * n * dh];
-    heads_out
-        .par_chunks_mut(n * dh)
-        .zip(lse.par_chunks_mut(n))
-        .enumerate()
-        .for_each(|(bh, (o, lse_h))| {
+    let out = TokenOut::new(out, s.dim);
+    lse.par_chunks_mut(n).enumerate().for_each_init(
+        || (vec![0.0f32; n * n], vec![0.0f32; n * dh], vec![0.0f32; n]),
+        |(p, o, inv), (bh, lse_h)| {
             let (b, h) = (bh / s.heads, bh % s.heads);
-            let mut p = vec![0.0f32; n * n];
-            scores(qkv, s, b, h, scale, &mut p);
-            for (row, l) in p.chunks_mut(n).zip(lse_h.iter_mut()) {
-                *l = softmax_row(row);
-            }
+            scores(qkv, s, b, h, scale, p);
+            dispatch!(sd => {
+                let rows = p.chunks_exact_mut(n).zip(lse_h.iter_mut());
+                for ((row, l), inv) in rows.zip(inv.iter_mut()) {
+                    (*l, *inv) = exp_row(sd, row);
+                }
+            });
             let v = head_view(qkv, s, b, 2, h);
             gemm_strided(
                 n,
                 dh,
                 n,
-                contiguous(&p, n),
+                contiguous(p, n),
                 v,
                 contiguous_mut(o, dh),
                 1.0,
                 false,
                 false,
             );
-        });
-    heads_to_tokens(&heads_out, s, out);
+            dispatch!(sd => {
+                for (row, &inv) in o.chunks_exact_mut(dh).zip(inv.iter()) {
+                    let inv = sd.splat(inv);
+                    simd::update(sd, row, [], |x, []| sd.mul(x, inv));
+                }
+            });
+            // SAFETY: this task is the only one with image b and head h.
+            unsafe { out.write_head(b, h * dh, o, dh) };
+        },
+    );
 }
 
 /// Softmax attention backward with `P = exp(scale·q kᵀ - lse)` recomputed:
@@ -179,11 +214,16 @@ pub fn softmax_bwd(
     if n == 0 || dh == 0 {
         return;
     }
-    let mut grads = vec![0.0f32; s.batch * s.heads * 3 * n * dh];
-    grads
-        .par_chunks_mut(3 * n * dh)
-        .enumerate()
-        .for_each(|(bh, g)| {
+    let dqkv = TokenOut::new(dqkv, 3 * s.dim);
+    (0..s.batch * s.heads).into_par_iter().for_each_init(
+        || {
+            (
+                vec![0.0f32; n * n],
+                vec![0.0f32; n * n],
+                vec![0.0f32; 3 * n * dh],
+            )
+        },
+        |(p, ds, g), bh| {
             let (b, h) = (bh / s.heads, bh % s.heads);
             let (q, k, v) = (
                 head_view(qkv, s, b, 0, h),
@@ -192,39 +232,42 @@ pub fn softmax_bwd(
             );
             let (d_o, o) = (token_view(dout, s, b, h), token_view(out, s, b, h));
             let lse_h = &lse[bh * n..(bh + 1) * n];
-            let mut p = vec![0.0f32; n * n];
-            scores(qkv, s, b, h, scale, &mut p);
-            for (row, &l) in p.chunks_mut(n).zip(lse_h) {
-                row.iter_mut().for_each(|x| *x = exp(*x - l));
-            }
-            let mut ds = vec![0.0f32; n * n];
+            scores(qkv, s, b, h, scale, p);
+            dispatch!(sd => {
+                for (row, &l) in p.chunks_exact_mut(n).zip(lse_h) {
+                    let l = sd.splat(l);
+                    simd::update(sd, row, [], |x, []| exp(sd, sd.sub(x, l)));
+                }
+            });
             gemm_strided(
                 n,
                 n,
                 dh,
                 d_o,
                 transposed(v),
-                contiguous_mut(&mut ds, n),
+                contiguous_mut(ds, n),
                 1.0,
                 false,
                 false,
             );
-            for i in 0..n {
-                let delta: f64 = (0..dh)
-                    .map(|j| d_o.data[i * d_o.rs + j] as f64 * o.data[i * o.rs + j] as f64)
-                    .sum();
-                let delta = delta as f32;
-                for j in 0..n {
-                    ds[i * n + j] = p[i * n + j] * (ds[i * n + j] - delta);
+            dispatch!(sd => {
+                let rows = ds.chunks_exact_mut(n).zip(p.chunks_exact(n));
+                for (i, (ds, p)) in rows.enumerate() {
+                    let (d_o, o) = (&d_o.data[i * d_o.rs..][..dh], &o.data[i * o.rs..][..dh]);
+                    let delta = simd::sum(sd, [d_o, o], |[a, b]| {
+                        sd.dmul(sd.widen(a), sd.widen(b))
+                    });
+                    let delta = sd.splat(delta as f32);
+                    simd::update(sd, ds, [p], |d, [p]| sd.mul(p, sd.sub(d, delta)));
                 }
-            }
+            });
             let (gq, rest) = g.split_at_mut(n * dh);
             let (gk, gv) = rest.split_at_mut(n * dh);
             gemm_strided(
                 n,
                 dh,
                 n,
-                contiguous(&ds, n),
+                contiguous(ds, n),
                 k,
                 contiguous_mut(gq, dh),
                 scale,
@@ -235,7 +278,7 @@ pub fn softmax_bwd(
                 n,
                 dh,
                 n,
-                transposed(contiguous(&ds, n)),
+                transposed(contiguous(ds, n)),
                 q,
                 contiguous_mut(gk, dh),
                 scale,
@@ -246,33 +289,37 @@ pub fn softmax_bwd(
                 n,
                 dh,
                 n,
-                transposed(contiguous(&p, n)),
+                transposed(contiguous(p, n)),
                 d_o,
                 contiguous_mut(gv, dh),
                 1.0,
                 false,
                 false,
             );
-        });
-    heads_to_qkv(&grads, s, dqkv);
+            write_qkv_grads(&dqkv, s, b, h, g);
+        },
+    );
+}
+
+/// A task's `[3, N, dh]` gradients of q, k and v of head h of image b into `dqkv`.
+fn write_qkv_grads(dqkv: &TokenOut, s: AttnDims, b: usize, h: usize, g: &[f32]) {
+    let dh = s.head_dim;
+    for (which, g) in g.chunks_exact(s.n * dh).enumerate() {
+        // SAFETY: only the task of image b and head h writes these columns.
+        unsafe { dqkv.write_head(b, which * s.dim + h * dh, g, dh) };
+    }
 }
 
 /// φ(t) = elu(t) + 1, the positive feature map of Dinomaly's linear attention.
-fn phi(t: f32) -> f32 {
-    if t > 0.0 {
-        t + 1.0
-    } else {
-        t.exp()
-    }
+#[inline(always)]
+fn phi<S: Simd>(s: S, t: S::V) -> S::V {
+    s.select_lt(s.splat(0.0), t, s.add(t, s.splat(1.0)), exp(s, t))
 }
 
 /// φ'(t).
-fn dphi(t: f32) -> f32 {
-    if t > 0.0 {
-        1.0
-    } else {
-        t.exp()
-    }
+#[inline(always)]
+fn dphi<S: Simd>(s: S, t: S::V) -> S::V {
+    s.select_lt(s.splat(0.0), t, s.splat(1.0), exp(s, t))
 }
 
 /// Per-head quantities both passes of linear attention need.
@@ -294,11 +341,12 @@ fn linear_head(qkv: &[f32], s: AttnDims, b: usize, h: usize, eps: f32) -> Linear
     let mapped = |which| {
         let view = head_view(qkv, s, b, which, h);
         let mut out = vec![0.0f32; n * dh];
-        for i in 0..n {
-            for j in 0..dh {
-                out[i * dh + j] = phi(view.data[i * view.rs + j]);
+        dispatch!(sd => {
+            for (i, o) in out.chunks_exact_mut(dh).enumerate() {
+                let t = &view.data[i * view.rs..][..dh];
+                simd::update(sd, o, [t], |_, [t]| phi(sd, t));
             }
-        }
+        });
         out
     };
     let (fq, fk) = (mapped(0), mapped(1));
@@ -354,19 +402,16 @@ pub fn linear_fwd(qkv: &[f32], s: AttnDims, eps: f32, out: &mut [f32]) {
     if n == 0 || dh == 0 {
         return;
     }
-    let mut heads_out = vec![0.0f32; s.batch * s.heads * n * dh];
-    heads_out
-        .par_chunks_mut(n * dh)
-        .enumerate()
-        .for_each(|(bh, o)| {
-            let lh = linear_head(qkv, s, bh / s.heads, bh % s.heads, eps);
-            for i in 0..n {
-                for j in 0..dh {
-                    o[i * dh + j] = lh.num[i * dh + j] / lh.den[i];
-                }
-            }
-        });
-    heads_to_tokens(&heads_out, s, out);
+    let out = TokenOut::new(out, s.dim);
+    (0..s.batch * s.heads).into_par_iter().for_each(|bh| {
+        let (b, h) = (bh / s.heads, bh % s.heads);
+        let mut lh = linear_head(qkv, s, b, h, eps);
+        for (num, &den) in lh.num.chunks_exact_mut(dh).zip(&lh.den) {
+            num.iter_mut().for_each(|x| *x /= den);
+        }
+        // SAFETY: this task is the only one with image b and head h.
+        unsafe { out.write_head(b, h * dh, &lh.num, dh) };
+    });
 }
 
 /// Linear attention backward. With `dnum = dO / den` and `dden_s = -(dO_s·num_s)/den_s²`:
@@ -377,11 +422,10 @@ pub fn linear_bwd(dout: &[f32], qkv: &[f32], s: AttnDims, eps: f32, dqkv: &mut [
     if n == 0 || dh == 0 {
         return;
     }
-    let mut grads = vec![0.0f32; s.batch * s.heads * 3 * n * dh];
-    grads
-        .par_chunks_mut(3 * n * dh)
-        .enumerate()
-        .for_each(|(bh, g)| {
+    let dqkv = TokenOut::new(dqkv, 3 * s.dim);
+    (0..s.batch * s.heads).into_par_iter().for_each_init(
+        || vec![0.0f32; 3 * n * dh],
+        |g, bh| {
             let (b, h) = (bh / s.heads, bh % s.heads);
             let lh = linear_head(qkv, s, b, h, eps);
             let d_o = token_view(dout, s, b, h);
@@ -466,12 +510,14 @@ pub fn linear_bwd(dout: &[f32], qkv: &[f32], s: AttnDims, eps: f32, dqkv: &mut [
             // Through φ: the raw q and k are read back from qkv.
             for (which, gx) in [(0, &mut *gq), (1, &mut *gk)] {
                 let x = head_view(qkv, s, b, which, h);
-                for i in 0..n {
-                    for j in 0..dh {
-                        gx[i * dh + j] *= dphi(x.data[i * x.rs + j]);
+                dispatch!(sd => {
+                    for (i, gx) in gx.chunks_exact_mut(dh).enumerate() {
+                        let t = &x.data[i * x.rs..][..dh];
+                        simd::update(sd, gx, [t], |g, [t]| sd.mul(g, dphi(sd, t)));
                     }
-                }
+                });
             }
-        });
-    heads_to_qkv(&grads, s, dqkv);
+            write_qkv_grads(&dqkv, s, b, h, g);
+        },
+    );
 }

@@ -2,6 +2,7 @@
 
 use super::math::{exp, normal_cdf};
 use super::par;
+use super::simd::{self, dispatch, Simd};
 use crate::device::rng::dropout_keep;
 use rayon::prelude::*;
 
@@ -25,23 +26,30 @@ pub fn scale(x: &mut [f32], alpha: f32) {
 pub fn sum_squares(x: &[f32]) -> f64 {
     let partial: Vec<f64> = x
         .par_chunks(ELEMS_PER_TASK)
-        .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
+        .map(|c| {
+            dispatch!(s => simd::sum(s, [c], |[v]| {
+                let v = s.widen(v);
+                s.dmul(v, v)
+            }))
+        })
         .collect();
     partial.iter().sum()
 }
 
 /// Exact GELU `x·Φ(x)`.
 #[inline(always)]
-fn gelu(x: f32) -> f32 {
-    x * normal_cdf(x)
+fn gelu<S: Simd>(s: S, x: S::V) -> S::V {
+    s.mul(x, normal_cdf(s, x))
 }
 
 /// `d/dx x·Φ(x) = Φ(x) + x·φ(x)`.
 #[inline(always)]
-fn gelu_grad(x: f32) -> f32 {
-    let pdf = exp(-0.5 * x * x)
-        * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
-    normal_cdf(x) + x * pdf
+fn gelu_grad<S: Simd>(s: S, x: S::V) -> S::V {
+    let pdf = s.mul(
+        exp(s, s.mul(s.mul(s.splat(-0.5), x), x)),
+        s.splat(0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2),
+    );
+    s.mul_add(x, pdf, normal_cdf(s, x))
 }
 
 /// Runs `f(row of a, row of b, row of out)` over the `width`-wide rows of `out` in parallel,
@@ -72,15 +80,17 @@ fn rows3(
 pub fn bias_gelu_fwd(x: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     match bias {
         Some(b) => rows3(x, x, y, b.len(), |x, _, y| {
-            for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
-                *y = gelu(x + b);
-            }
+            dispatch!(s => {
+                simd::update(s, y, [x, b], |_, [x, b]| gelu(s, s.add(x, b)))
+            })
         }),
-        None => rows3(x, x, y, ELEMS_PER_TASK, |x, _, y| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = gelu(x);
-            }
-        }),
+        None => rows3(
+            x,
+            x,
+            y,
+            ELEMS_PER_TASK,
+            |x, _, y| dispatch!(s => simd::update(s, y, [x], |_, [x]| gelu(s, x))),
+        ),
     }
 }
 
@@ -88,14 +98,16 @@ pub fn bias_gelu_fwd(x: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
 pub fn bias_gelu_bwd(dy: &[f32], x: &[f32], bias: Option<&[f32]>, dx: &mut [f32]) {
     match bias {
         Some(b) => rows3(dy, x, dx, b.len(), |dy, x, dx| {
-            for (((d, &g), &x), &b) in dx.iter_mut().zip(dy).zip(x).zip(b) {
-                *d = g * gelu_grad(x + b);
-            }
+            dispatch!(s => {
+                simd::update(s, dx, [dy, x, b], |_, [g, x, b]| {
+                    s.mul(g, gelu_grad(s, s.add(x, b)))
+                })
+            })
         }),
         None => rows3(dy, x, dx, ELEMS_PER_TASK, |dy, x, dx| {
-            for ((d, &g), &x) in dx.iter_mut().zip(dy).zip(x) {
-                *d = g * gelu_grad(x);
-            }
+            dispatch!(s => {
+                simd::update(s, dx, [dy, x], |_, [g, x]| s.mul(g, gelu_grad(s, x)))
+            })
         }),
     }
 }
@@ -104,15 +116,16 @@ pub fn bias_gelu_bwd(dy: &[f32], x: &[f32], bias: Option<&[f32]>, dx: &mut [f32]
 /// element is its index in the row, not an integer division per element.
 pub fn residual_fwd(x: &[f32], y: &[f32], gamma: Option<&[f32]>, out: &mut [f32]) {
     match gamma {
+        // `x + g·y` in two roundings, not one FMA: the GPU kernel is held to this op exactly.
         Some(g) => rows3(x, y, out, g.len(), |x, y, o| {
-            for (((o, &x), &y), &g) in o.iter_mut().zip(x).zip(y).zip(g) {
-                *o = x + g * y;
-            }
+            dispatch!(s => {
+                simd::update(s, o, [x, y, g], |_, [x, y, g]| s.add(x, s.mul(g, y)))
+            })
         }),
         None => rows3(x, y, out, ELEMS_PER_TASK, |x, y, o| {
-            for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                *o = x + y;
-            }
+            dispatch!(s => {
+                simd::update(s, o, [x, y], |_, [x, y]| s.add(x, y))
+            })
         }),
     }
 }
@@ -127,11 +140,13 @@ pub fn residual_bwd(
     dgamma: Option<&mut [f32]>,
 ) {
     match gamma {
-        Some(g) => rows3(dout, dout, dy, g.len(), |dout, _, dy| {
-            for ((d, &o), &g) in dy.iter_mut().zip(dout).zip(g) {
-                *d = g * o;
-            }
-        }),
+        Some(g) => rows3(
+            dout,
+            dout,
+            dy,
+            g.len(),
+            |dout, _, dy| dispatch!(s => simd::update(s, dy, [dout, g], |_, [o, g]| s.mul(g, o))),
+        ),
         None => dy.copy_from_slice(dout),
     }
     if let Some(dg) = dgamma {
@@ -140,9 +155,10 @@ pub fn residual_bwd(
             rows,
             d,
             |r, acc| {
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a += (dout[r * d + j] * y[r * d + j]) as f64;
-                }
+                let row = r * d..(r + 1) * d;
+                dispatch!(s => simd::accumulate(s, acc, [&dout[row.clone()], &y[row]], |[o, y]| {
+                    s.widen(s.mul(o, y))
+                }))
             },
             dg,
         );

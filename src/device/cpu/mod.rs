@@ -1,7 +1,9 @@
 //! The CPU backend: every op of [`Backend`] in plain Rust f32, with `gemm` for the matrix
 //! products and rayon for parallel loops over rows, heads and images. It is the numerical
 //! reference every other backend is held to, so each op is written for clarity first;
-//! reductions accumulate in f64 where that costs little.
+//! reductions accumulate in f64 where that costs little. The element-wise and row loops of
+//! the non-GEMM ops are written once over `simd::Simd` and run with AVX-512 or AVX2 where
+//! the CPU has them (see `simd.rs`).
 //!
 //! Each op validates its operands with [`crate::device::check`] (shared with the GPU
 //! backends, so a wrong shape reads the same everywhere) and then calls a function of one of
@@ -18,6 +20,7 @@ mod matmul;
 mod norm;
 mod optim;
 mod par;
+mod simd;
 mod tokens;
 
 use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};

@@ -1,6 +1,7 @@
 //! Layer norm over the last dimension, with the statistics kept for the backward.
 
 use super::par;
+use super::simd::{self, dispatch, Simd};
 use rayon::prelude::*;
 
 /// `y = (x - mean)·rstd·w + b` per row of width `d`; `rstd = 1/sqrt(var + eps)` with the
@@ -24,15 +25,35 @@ pub fn layernorm_fwd(
         .enumerate()
         .for_each(|(r, (yr, (mu_out, rs_out)))| {
             let xr = &x[r * d..(r + 1) * d];
-            let mu = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = xr.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / d as f64;
-            let rs = 1.0 / (var + eps as f64).sqrt();
-            for (((o, &v), &wj), &bj) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                *o = ((v as f64 - mu) * rs) as f32 * wj + bj;
-            }
+            let (mu, rs) = dispatch!(s => layernorm_row(s, xr, w, b, eps, yr));
             *mu_out = mu as f32;
             *rs_out = rs as f32;
         });
+}
+
+/// One row of [`layernorm_fwd`]; returns (mean, rstd).
+#[inline(always)]
+fn layernorm_row<S: Simd>(
+    s: S,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+    y: &mut [f32],
+) -> (f64, f64) {
+    let d = x.len() as f64;
+    let mu = simd::sum(s, [x], |[v]| s.widen(v)) / d;
+    let mu_v = s.dsplat(mu);
+    let var = simd::sum(s, [x], |[v]| {
+        let c = s.dsub(s.widen(v), mu_v);
+        s.dmul(c, c)
+    }) / d;
+    let rs = 1.0 / (var + eps as f64).sqrt();
+    let rs_v = s.dsplat(rs);
+    simd::update(s, y, [x, w, b], |_, [v, w, b]| {
+        s.mul_add(s.narrow(s.dmul(s.dsub(s.widen(v), mu_v), rs_v)), w, b)
+    });
+    (mu, rs)
 }
 
 /// The backward's read-only inputs.
@@ -58,33 +79,62 @@ pub fn layernorm_bwd(
     if d == 0 {
         return;
     }
-    let xhat = |r: usize, j: usize| (i.x[r * d + j] - i.mean[r]) * i.rstd[r];
     par::for_rows(dx, d, |r, dxr| {
-        let dyr = &i.dy[r * d..(r + 1) * d];
-        let (mut g_mean, mut gx_mean) = (0.0f64, 0.0f64);
-        for (j, (&dy, &w)) in dyr.iter().zip(i.w).enumerate() {
-            let g = (dy * w) as f64;
-            g_mean += g;
-            gx_mean += g * xhat(r, j) as f64;
-        }
-        g_mean /= d as f64;
-        gx_mean /= d as f64;
-        for (j, ((o, &dy), &w)) in dxr.iter_mut().zip(dyr).zip(i.w).enumerate() {
-            let g = (dy * w) as f64;
-            let v = (i.rstd[r] as f64 * (g - g_mean - xhat(r, j) as f64 * gx_mean)) as f32;
-            *o = if accumulate_dx { *o + v } else { v };
-        }
+        let row = r * d..(r + 1) * d;
+        let (dy, x) = (&i.dy[row.clone()], &i.x[row]);
+        dispatch!(s => layernorm_bwd_row(s, dy, x, i.w, (i.mean[r], i.rstd[r]), dxr, accumulate_dx))
     });
     let rows = i.dy.len() / d;
     par::column_sums(
         rows,
         d,
         |r, acc| {
-            for (j, a) in acc.iter_mut().enumerate() {
-                *a += (i.dy[r * d + j] * xhat(r, j)) as f64;
-            }
+            let row = r * d..(r + 1) * d;
+            let (dy, x) = (&i.dy[row.clone()], &i.x[row]);
+            dispatch!(s => {
+                let (mean, rstd) = (s.splat(i.mean[r]), s.splat(i.rstd[r]));
+                simd::accumulate(s, acc, [dy, x], |[dy, x]| {
+                    s.widen(s.mul(dy, s.mul(s.sub(x, mean), rstd)))
+                })
+            })
         },
         dw,
     );
     super::matmul::bias_grad(i.dy, rows, d, db);
+}
+
+/// One row of [`layernorm_bwd`]'s `dx`, from the row's `(mean, rstd)`.
+#[inline(always)]
+fn layernorm_bwd_row<S: Simd>(
+    s: S,
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    (mean, rstd): (f32, f32),
+    dx: &mut [f32],
+    accumulate: bool,
+) {
+    let d = dy.len() as f64;
+    let (mean_v, rstd_v) = (s.splat(mean), s.splat(rstd));
+    let g_mean = s.dsplat(simd::sum(s, [dy, w], |[dy, w]| s.widen(s.mul(dy, w))) / d);
+    let gx_mean = s.dsplat(
+        simd::sum(s, [dy, w, x], |[dy, w, x]| {
+            let xhat = s.mul(s.sub(x, mean_v), rstd_v);
+            s.dmul(s.widen(s.mul(dy, w)), s.widen(xhat))
+        }) / d,
+    );
+    let rstd_d = s.dsplat(rstd as f64);
+    simd::update(s, dx, [dy, w, x], |o, [dy, w, x]| {
+        let g = s.widen(s.mul(dy, w));
+        let xhat = s.mul(s.sub(x, mean_v), rstd_v);
+        let v = s.narrow(s.dmul(
+            rstd_d,
+            s.dsub(s.dsub(g, g_mean), s.dmul(s.widen(xhat), gx_mean)),
+        ));
+        if accumulate {
+            s.add(o, v)
+        } else {
+            v
+        }
+    });
 }
