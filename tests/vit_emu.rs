@@ -1,9 +1,9 @@
-//! A whole tiny ViT on the emulated GPU against the CPU backend: forward (taps and final
-//! norm), backward into every parameter, then one StableAdamW step, from the same weights and
-//! images. This runs every kernel the students' training uses in the order a real step does,
+//! A whole tiny ViT on the emulated GPU (and on the CPU with bf16 matmuls) against the f32
+//! CPU backend: forward (taps and final norm), backward into every parameter, then one
+//! StableAdamW step, from the same weights and images. This runs every kernel the students' training uses in the order a real step does,
 //! through the same launch code a GPU runs.
 
-use kdad::device::cpu::Cpu;
+use kdad::device::cpu::{Cpu, Precision};
 use kdad::device::gpu::{emu::Emu, GpuBackend};
 use kdad::device::{AdamStep, Backend, Tensor};
 use kdad::tensor::{HostTensor, Rng};
@@ -102,8 +102,21 @@ fn rel(a: &HostTensor, b: &HostTensor) -> f32 {
 
 #[test]
 fn tiny_vit_training_step_on_emu_matches_cpu() {
+    matches_f32_cpu(&GpuBackend::new(Emu::new()));
+}
+
+/// The CPU backend with bf16 matmul operands: the same class of rounding as the emulated
+/// device (bf16 GEMM and attention operands) minus the bf16 activation storage, so the same
+/// bounds hold.
+#[test]
+fn tiny_vit_training_step_with_bf16_cpu_matmuls_matches_f32_cpu() {
+    matches_f32_cpu(&Cpu::with_precision(Precision::Bf16));
+}
+
+/// One training step on `other` against the f32 CPU reference, from the same weights,
+/// images and output gradients.
+fn matches_f32_cpu<B: Backend>(other: &B) {
     let cpu = Cpu::new();
-    let emu = GpuBackend::new(Emu::new());
     let cfg = tiny();
     let mut rng = Rng::new(11);
     let mut host = VitParams::init(
@@ -135,7 +148,7 @@ fn tiny_vit_training_step_on_emu_matches_cpu() {
         rng.tensor([2, 12, 48], -1.0, 1.0),
     ];
     let want = step(&cpu, &host, &images, &seeds);
-    let got = step(&emu, &host, &images, &seeds);
+    let got = step(other, &host, &images, &seeds);
 
     // The emulated device rounds GEMM operands and attention probabilities to bf16, and
     // stores every activation in bf16 (8 significant bits: each rounding is at most

@@ -6,8 +6,9 @@
 //! there straight into its column block of the token-major output.
 
 use super::math::exp;
-use super::matmul::{gemm_strided, View, ViewMut};
+use super::matmul::{gemm_with, View, ViewMut};
 use super::simd::{self, dispatch, load_part, store_part, Simd};
+use super::Precision;
 use crate::device::check::AttnDims;
 use rayon::prelude::*;
 use std::marker::PhantomData;
@@ -110,10 +111,19 @@ impl<'a> TokenOut<'a> {
 }
 
 /// `scores = scale · q kᵀ` for one head, `[N, N]`.
-fn scores(qkv: &[f32], s: AttnDims, b: usize, h: usize, scale: f32, out: &mut [f32]) {
+fn scores(
+    prec: Precision,
+    qkv: &[f32],
+    s: AttnDims,
+    b: usize,
+    h: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
     let q = head_view(qkv, s, b, 0, h);
     let k = head_view(qkv, s, b, 1, h);
-    gemm_strided(
+    gemm_with(
+        prec,
         s.n,
         s.n,
         s.head_dim,
@@ -157,7 +167,14 @@ fn exp_row<S: Simd>(s: S, row: &mut [f32]) -> (f32, f32) {
 /// Softmax attention forward: `out = softmax(scale·q kᵀ) v` per head, `lse` = log-sum-exp
 /// of each score row. The rows of P are left unnormalised: the product's `[N, dh]` rows are
 /// scaled instead, a quarter of the work at head dim 64 and N = 257.
-pub fn softmax_fwd(qkv: &[f32], s: AttnDims, scale: f32, out: &mut [f32], lse: &mut [f32]) {
+pub fn softmax_fwd(
+    prec: Precision,
+    qkv: &[f32],
+    s: AttnDims,
+    scale: f32,
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
     let (n, dh) = (s.n, s.head_dim);
     if n == 0 || dh == 0 {
         return;
@@ -167,7 +184,7 @@ pub fn softmax_fwd(qkv: &[f32], s: AttnDims, scale: f32, out: &mut [f32], lse: &
         || (vec![0.0f32; n * n], vec![0.0f32; n * dh], vec![0.0f32; n]),
         |(p, o, inv), (bh, lse_h)| {
             let (b, h) = (bh / s.heads, bh % s.heads);
-            scores(qkv, s, b, h, scale, p);
+            scores(prec, qkv, s, b, h, scale, p);
             dispatch!(sd => {
                 let rows = p.chunks_exact_mut(n).zip(lse_h.iter_mut());
                 for ((row, l), inv) in rows.zip(inv.iter_mut()) {
@@ -175,7 +192,8 @@ pub fn softmax_fwd(qkv: &[f32], s: AttnDims, scale: f32, out: &mut [f32], lse: &
                 }
             });
             let v = head_view(qkv, s, b, 2, h);
-            gemm_strided(
+            gemm_with(
+                prec,
                 n,
                 dh,
                 n,
@@ -202,6 +220,7 @@ pub fn softmax_fwd(qkv: &[f32], s: AttnDims, scale: f32, out: &mut [f32], lse: &
 /// `dv = Pᵀ dO`, `dS = P ∘ (dO vᵀ - rowsum(dO ∘ O))`, `dq = scale·dS k`, `dk = scale·dSᵀ q`.
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_bwd(
+    prec: Precision,
     dout: &[f32],
     qkv: &[f32],
     out: &[f32],
@@ -232,14 +251,15 @@ pub fn softmax_bwd(
             );
             let (d_o, o) = (token_view(dout, s, b, h), token_view(out, s, b, h));
             let lse_h = &lse[bh * n..(bh + 1) * n];
-            scores(qkv, s, b, h, scale, p);
+            scores(prec, qkv, s, b, h, scale, p);
             dispatch!(sd => {
                 for (row, &l) in p.chunks_exact_mut(n).zip(lse_h) {
                     let l = sd.splat(l);
                     simd::update(sd, row, [], |x, []| exp(sd, sd.sub(x, l)));
                 }
             });
-            gemm_strided(
+            gemm_with(
+                prec,
                 n,
                 n,
                 dh,
@@ -263,7 +283,8 @@ pub fn softmax_bwd(
             });
             let (gq, rest) = g.split_at_mut(n * dh);
             let (gk, gv) = rest.split_at_mut(n * dh);
-            gemm_strided(
+            gemm_with(
+                prec,
                 n,
                 dh,
                 n,
@@ -274,7 +295,8 @@ pub fn softmax_bwd(
                 false,
                 false,
             );
-            gemm_strided(
+            gemm_with(
+                prec,
                 n,
                 dh,
                 n,
@@ -285,7 +307,8 @@ pub fn softmax_bwd(
                 false,
                 false,
             );
-            gemm_strided(
+            gemm_with(
+                prec,
                 n,
                 dh,
                 n,
@@ -336,7 +359,14 @@ struct LinearHead {
     den: Vec<f32>,
 }
 
-fn linear_head(qkv: &[f32], s: AttnDims, b: usize, h: usize, eps: f32) -> LinearHead {
+fn linear_head(
+    prec: Precision,
+    qkv: &[f32],
+    s: AttnDims,
+    b: usize,
+    h: usize,
+    eps: f32,
+) -> LinearHead {
     let (n, dh) = (s.n, s.head_dim);
     let mapped = |which| {
         let view = head_view(qkv, s, b, which, h);
@@ -352,7 +382,8 @@ fn linear_head(qkv: &[f32], s: AttnDims, b: usize, h: usize, eps: f32) -> Linear
     let (fq, fk) = (mapped(0), mapped(1));
     let mut kv = vec![0.0f32; dh * dh];
     let v = head_view(qkv, s, b, 2, h);
-    gemm_strided(
+    gemm_with(
+        prec,
         dh,
         dh,
         n,
@@ -367,7 +398,8 @@ fn linear_head(qkv: &[f32], s: AttnDims, b: usize, h: usize, eps: f32) -> Linear
         .map(|j| (0..n).map(|i| fk[i * dh + j] as f64).sum::<f64>() as f32)
         .collect();
     let mut num = vec![0.0f32; n * dh];
-    gemm_strided(
+    gemm_with(
+        prec,
         n,
         dh,
         dh,
@@ -397,7 +429,7 @@ fn linear_head(qkv: &[f32], s: AttnDims, b: usize, h: usize, eps: f32) -> Linear
 }
 
 /// Linear attention forward: `out_s = φ(q_s)ᵀ KV / (φ(q_s)·Σ φ(k) + eps)` per head.
-pub fn linear_fwd(qkv: &[f32], s: AttnDims, eps: f32, out: &mut [f32]) {
+pub fn linear_fwd(prec: Precision, qkv: &[f32], s: AttnDims, eps: f32, out: &mut [f32]) {
     let (n, dh) = (s.n, s.head_dim);
     if n == 0 || dh == 0 {
         return;
@@ -405,7 +437,7 @@ pub fn linear_fwd(qkv: &[f32], s: AttnDims, eps: f32, out: &mut [f32]) {
     let out = TokenOut::new(out, s.dim);
     (0..s.batch * s.heads).into_par_iter().for_each(|bh| {
         let (b, h) = (bh / s.heads, bh % s.heads);
-        let mut lh = linear_head(qkv, s, b, h, eps);
+        let mut lh = linear_head(prec, qkv, s, b, h, eps);
         for (num, &den) in lh.num.chunks_exact_mut(dh).zip(&lh.den) {
             num.iter_mut().for_each(|x| *x /= den);
         }
@@ -417,7 +449,14 @@ pub fn linear_fwd(qkv: &[f32], s: AttnDims, eps: f32, out: &mut [f32]) {
 /// Linear attention backward. With `dnum = dO / den` and `dden_s = -(dO_s·num_s)/den_s²`:
 /// `dφq = dnum KVᵀ + dden ⊗ ksum`, `dKV = φqᵀ dnum`, `dksum = Σ_s dden_s φq_s`,
 /// `dφk = v dKVᵀ + dksum`, `dv = φk dKV`; then `dq = dφq·φ'(q)`, `dk = dφk·φ'(k)`.
-pub fn linear_bwd(dout: &[f32], qkv: &[f32], s: AttnDims, eps: f32, dqkv: &mut [f32]) {
+pub fn linear_bwd(
+    prec: Precision,
+    dout: &[f32],
+    qkv: &[f32],
+    s: AttnDims,
+    eps: f32,
+    dqkv: &mut [f32],
+) {
     let (n, dh) = (s.n, s.head_dim);
     if n == 0 || dh == 0 {
         return;
@@ -427,7 +466,7 @@ pub fn linear_bwd(dout: &[f32], qkv: &[f32], s: AttnDims, eps: f32, dqkv: &mut [
         || vec![0.0f32; 3 * n * dh],
         |g, bh| {
             let (b, h) = (bh / s.heads, bh % s.heads);
-            let lh = linear_head(qkv, s, b, h, eps);
+            let lh = linear_head(prec, qkv, s, b, h, eps);
             let d_o = token_view(dout, s, b, h);
             let mut dnum = vec![0.0f32; n * dh];
             let mut dden = vec![0.0f32; n];
@@ -443,7 +482,8 @@ pub fn linear_bwd(dout: &[f32], qkv: &[f32], s: AttnDims, eps: f32, dqkv: &mut [
             let (gq, rest) = g.split_at_mut(n * dh);
             let (gk, gv) = rest.split_at_mut(n * dh);
             // dφq
-            gemm_strided(
+            gemm_with(
+                prec,
                 n,
                 dh,
                 dh,
@@ -460,7 +500,8 @@ pub fn linear_bwd(dout: &[f32], qkv: &[f32], s: AttnDims, eps: f32, dqkv: &mut [
                 }
             }
             let mut dkv = vec![0.0f32; dh * dh];
-            gemm_strided(
+            gemm_with(
+                prec,
                 dh,
                 dh,
                 n,
@@ -480,7 +521,8 @@ pub fn linear_bwd(dout: &[f32], qkv: &[f32], s: AttnDims, eps: f32, dqkv: &mut [
                 .collect();
             // dφk
             let v = head_view(qkv, s, b, 2, h);
-            gemm_strided(
+            gemm_with(
+                prec,
                 n,
                 dh,
                 dh,
@@ -496,7 +538,8 @@ pub fn linear_bwd(dout: &[f32], qkv: &[f32], s: AttnDims, eps: f32, dqkv: &mut [
                     gk[i * dh + j] += dksum[j];
                 }
             }
-            gemm_strided(
+            gemm_with(
+                prec,
                 n,
                 dh,
                 dh,

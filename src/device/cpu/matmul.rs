@@ -97,7 +97,7 @@ pub fn gemm_strided(
     }
 }
 
-/// [`gemm_strided`] (alpha 1) with both operands rounded to bf16 (nearest even) and f32
+/// [`gemm_strided`] with both operands rounded to bf16 (nearest even) and f32
 /// accumulation: the AVX512-BF16 kernel where the CPU has it, else the rounded operands
 /// through the f32 kernel (the same products, exact in f32; only the summation order
 /// differs).
@@ -109,6 +109,7 @@ fn gemm_bf16(
     lhs: View,
     rhs: View,
     mut dst: ViewMut,
+    alpha: f32,
     accumulate: bool,
     parallel: bool,
 ) {
@@ -116,11 +117,11 @@ fn gemm_bf16(
     if super::gemm_bf16::available() {
         if has_work((m, n, k), &lhs, &rhs, &mut dst, accumulate) {
             let parallel = parallel && m * n * k >= PARALLEL_MIN_FLOPS;
-            super::gemm_bf16::gemm(m, n, k, lhs, rhs, dst, 1.0, accumulate, parallel);
+            super::gemm_bf16::gemm(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel);
         }
         return;
     }
-    gemm_bf16_rounded(m, n, k, lhs, rhs, dst, accumulate, parallel);
+    gemm_bf16_rounded(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel);
 }
 
 /// [`gemm_bf16`] for CPUs without AVX512-BF16: round copies of the operands, then the f32
@@ -133,6 +134,7 @@ fn gemm_bf16_rounded(
     lhs: View,
     rhs: View,
     dst: ViewMut,
+    alpha: f32,
     accumulate: bool,
     parallel: bool,
 ) {
@@ -145,7 +147,27 @@ fn gemm_bf16_rounded(
     let (l, r) = (round(lhs), round(rhs));
     let lhs = View { data: &l, ..lhs };
     let rhs = View { data: &r, ..rhs };
-    gemm_strided(m, n, k, lhs, rhs, dst, 1.0, accumulate, parallel);
+    gemm_strided(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel);
+}
+
+/// [`gemm_strided`] with operands in `precision`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    precision: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: View,
+    rhs: View,
+    dst: ViewMut,
+    alpha: f32,
+    accumulate: bool,
+    parallel: bool,
+) {
+    match precision {
+        Precision::F32 => gemm_strided(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel),
+        Precision::Bf16 => gemm_bf16(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel),
+    }
 }
 
 /// Check that the views hold the extents an (m, n, k) product touches, and settle the
@@ -234,10 +256,7 @@ pub fn matmul(
             rs: n,
             cs: 1,
         };
-        match precision {
-            Precision::F32 => gemm_strided(m, n, k, lhs, rhs, dst, 1.0, read_dst, batch == 1),
-            Precision::Bf16 => gemm_bf16(m, n, k, lhs, rhs, dst, read_dst, batch == 1),
-        }
+        gemm_with(precision, m, n, k, lhs, rhs, dst, 1.0, read_dst, batch == 1);
     };
     if batch == 1 {
         one(0, out);
@@ -310,10 +329,10 @@ mod tests {
         };
         match path {
             Path::F32 => gemm_strided(m, n, k, lhs, rhs, out, alpha, accumulate, true),
-            Path::Bf16 => gemm_bf16(m, n, k, lhs, rhs, out, accumulate, true),
-            Path::Bf16Rounded => gemm_bf16_rounded(m, n, k, lhs, rhs, out, accumulate, true),
+            Path::Bf16 => gemm_bf16(m, n, k, lhs, rhs, out, alpha, accumulate, true),
+            Path::Bf16Rounded => gemm_bf16_rounded(m, n, k, lhs, rhs, out, alpha, accumulate, true),
         }
-        let alpha = if bf16 { 1.0 } else { alpha as f64 };
+        let alpha = alpha as f64;
         let q = |x: f32| -> f64 {
             if bf16 {
                 half::bf16::from_f32(x).to_f64()

@@ -33,9 +33,11 @@ pub enum Precision {
     /// Exact f32 products: the numerical reference.
     #[default]
     F32,
-    /// Operands rounded to bf16 (nearest even), products summed in f32: the numerics of the
-    /// GPU backends' GEMMs, at twice the f32 rate on CPUs with AVX512-BF16 (elsewhere the
-    /// same rounding feeds the f32 kernel). Everything but the linear layers stays f32.
+    /// Operands of every matrix product (linear layers and the attention products) rounded
+    /// to bf16 (nearest even), summed in f32: the numerics of the GPU backends' GEMMs and
+    /// flash attention, at up to twice the f32 rate on CPUs with AVX512-BF16 (elsewhere the
+    /// same rounding feeds the f32 kernel). Norms, softmax, losses, activations and optimizer
+    /// state stay f32.
     Bf16,
 }
 
@@ -202,7 +204,14 @@ impl Backend for Cpu {
         lse: &mut T,
     ) -> Result<()> {
         let s = check::attention_fwd(qkv, heads, out, lse)?;
-        attention::softmax_fwd(&qkv.storage, s, scale, &mut out.storage, &mut lse.storage);
+        attention::softmax_fwd(
+            self.precision,
+            &qkv.storage,
+            s,
+            scale,
+            &mut out.storage,
+            &mut lse.storage,
+        );
         Ok(())
     }
     fn attention_bwd(
@@ -217,6 +226,7 @@ impl Backend for Cpu {
     ) -> Result<()> {
         let s = check::attention_bwd(dout, qkv, out, lse, heads, dqkv)?;
         attention::softmax_bwd(
+            self.precision,
             &dout.storage,
             &qkv.storage,
             &out.storage,
@@ -229,7 +239,7 @@ impl Backend for Cpu {
     }
     fn linear_attention_fwd(&self, qkv: &T, heads: usize, eps: f32, out: &mut T) -> Result<()> {
         let s = check::linear_attention_fwd(qkv, heads, eps, out)?;
-        attention::linear_fwd(&qkv.storage, s, eps, &mut out.storage);
+        attention::linear_fwd(self.precision, &qkv.storage, s, eps, &mut out.storage);
         Ok(())
     }
     fn linear_attention_bwd(
@@ -241,7 +251,14 @@ impl Backend for Cpu {
         dqkv: &mut T,
     ) -> Result<()> {
         let s = check::linear_attention_bwd(dout, qkv, heads, eps, dqkv)?;
-        attention::linear_bwd(&dout.storage, &qkv.storage, s, eps, &mut dqkv.storage);
+        attention::linear_bwd(
+            self.precision,
+            &dout.storage,
+            &qkv.storage,
+            s,
+            eps,
+            &mut dqkv.storage,
+        );
         Ok(())
     }
 
