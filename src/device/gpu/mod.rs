@@ -1,7 +1,7 @@
 //! The op set on a GPU, written once over a small [`Launcher`] trait: `cuda.rs` drives a real
 //! device through cudarc, `emu.rs` runs the same kernels on the emulated device. Everything
 //! that decides *what* runs (kernel choice, launch shapes, argument order, scratch sizes) is
-//! in the shared code here and in [`backend`], so the emulator exercises all of it and only
+//! in the shared code here and in `backend.rs`, so the emulator exercises all of it and only
 //! the thin cudarc adapter goes untested on a machine without a GPU.
 //!
 //! **Storage: bf16 for activations, f32 for the rest, f32 arithmetic everywhere.** Each
