@@ -13,8 +13,6 @@
 //   scaled_copy     s read, s' written               1 FLOP (copies between tensors of
 //                                                    different storage, group means)
 //   cast_f32_bf16   4 B read, 2 B written            0 FLOP (an f32 GEMM operand to bf16)
-//   add_bias        4 B read (the f32 GEMM result), s written (+ s read when adding into y)
-//                                                    1 FLOP
 //   gelu_fwd        2 B read, 2 B written            ~20 FLOP (erff)
 //   gelu_bwd        2 B (x) + 4 B (dy) read, 4 B written (activation gradients are f32)
 //                                                    ~30 FLOP (erff, expf)
@@ -69,8 +67,8 @@ extern "C" __global__ void axpy(float a, In x, Out y, int n) {
 }
 KDAD_KERNEL(axpy)
 
-// y = a·x, where x and y may differ in storage (copies between an f32 and a bf16 tensor;
-// the last step of a group mean summed in f32).
+// y = a·x, where x and y may differ in storage (copies between an f32 and a bf16 tensor; a
+// bf16 bias widened for the GEMM epilogue; the last step of a group mean summed in f32).
 extern "C" __global__ void scaled_copy(In x, float a, Out y, int n) {
     GRID_STRIDE(i, n) y.set(i, a * x[i]);
 }
@@ -80,17 +78,6 @@ extern "C" __global__ void cast_f32_bf16(const float* x, __nv_bfloat16* y, int n
     GRID_STRIDE(i, n) y[i] = __float2bfloat16(x[i]);
 }
 KDAD_KERNEL(cast_f32_bf16)
-
-// The bias epilogue of a GEMM: y[r, c] = acc[r, c] + bias[c] (+ y[r, c] when add_y) over
-// [n / cols, cols]. acc is the f32 GEMM result: y itself when y is f32, a scratch buffer when
-// y is bf16, so that a bf16 y is rounded once, after the bias.
-extern "C" __global__ void add_bias(In acc, In bias, Out y, int add_y, int cols, int n) {
-    GRID_STRIDE(i, n) {
-        const float v = acc[i] + bias[i % cols];
-        y.set(i, add_y ? y[i] + v : v);
-    }
-}
-KDAD_KERNEL(add_bias)
 
 // y = gelu(x + bias[col]); bias may be null (plain GELU).
 extern "C" __global__ void gelu_fwd(In x, In bias, Out y, int cols, int n) {

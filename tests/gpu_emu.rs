@@ -250,6 +250,55 @@ fn matmul_layouts_bias_accumulate() {
     );
 }
 
+/// A bias added while accumulating into a bf16 output, from a bf16 bias: the GEMM's epilogue
+/// adds the (widened) bias to the f32 sum of the old value and the product, and rounds once.
+#[test]
+fn matmul_bias_accumulate_into_bf16() {
+    let mut p = Pair::new(4);
+    let (m, n, k) = (9, 11, 37);
+    let a = p.rng.tensor(&[2, m, k][..], -1.0, 1.0).round_bf16();
+    let b = p.rng.tensor(&[n, k][..], -1.0, 1.0).round_bf16();
+    let bias = p.rng.tensor(&[n][..], -1.0, 1.0).round_bf16();
+    let init = p.rng.tensor(&[2, m, n][..], -1.0, 1.0).round_bf16();
+    let cpu = |h: &HostTensor| p.cpu.upload(h).unwrap();
+    let mut want = cpu(&init);
+    p.cpu
+        .matmul(
+            &cpu(&a),
+            &cpu(&b),
+            Some(&cpu(&bias)),
+            &mut want,
+            Layout::NT,
+            true,
+        )
+        .unwrap();
+    let want = p.cpu.download(&want).unwrap().round_bf16();
+    let bf16 = |h: &HostTensor| {
+        let mut t = p.gpu.zeros_activation(h.dims()).unwrap();
+        p.gpu.copy(&p.gpu.upload(h).unwrap(), &mut t).unwrap();
+        t
+    };
+    let mut got = bf16(&init);
+    p.gpu
+        .matmul(
+            &bf16(&a),
+            &p.gpu.upload(&b).unwrap(),
+            Some(&bf16(&bias)),
+            &mut got,
+            Layout::NT,
+            true,
+        )
+        .unwrap();
+    let got = p.gpu.download(&got).unwrap();
+    // The two f32 sums may differ in their last bits and so round to neighbouring bf16
+    // values: one bf16 step (2⁻⁸ relative) apart at most.
+    let tol = Tol {
+        atol: 1e-6,
+        rtol: 1.0 / 128.0,
+    };
+    assert_close("matmul bias + accumulate into bf16", &want, &got, tol);
+}
+
 #[test]
 fn bias_grad_adds() {
     let mut p = Pair::new(4);

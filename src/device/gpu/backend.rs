@@ -284,9 +284,9 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         if out.numel() == 0 {
             return Ok(());
         }
-        // Scratch, each part on a 256-byte boundary as cuBLAS prefers: bf16 copies of the f32
-        // operands, and an f32 result when a bias goes into a bf16 output (so that the output
-        // is rounded once, after the bias).
+        // Scratch, each part on a 256-byte boundary (the alignment cuBLASLt's fastest kernels
+        // want): bf16 copies of the f32 operands, and an f32 copy of a bf16 bias (the bias
+        // epilogue reads f32).
         let at = |bytes: usize| bytes.div_ceil(256) * 256;
         let a_spare = match a.storage.dtype() {
             DType::F32 => at(a.numel() * 2),
@@ -296,20 +296,26 @@ impl<L: Launcher> Backend for GpuBackend<L> {
             DType::F32 => at(b.numel() * 2),
             DType::BF16 => 0,
         };
-        let bf16_out = out.storage.dtype() == DType::BF16;
-        let via_f32 = bias.is_some() && bf16_out;
-        let c_spare = if via_f32 { out.numel() * 4 } else { 0 };
+        let bias_spare = match bias.map(|t| t.storage.dtype()) {
+            Some(DType::BF16) => d.n * 4,
+            _ => 0,
+        };
         let scratch = self
             .scratch
-            .get(&self.launcher, a_spare + b_spare + c_spare)?;
+            .get(&self.launcher, a_spare + b_spare + bias_spare)?;
         let a16 = self.gemm_operand(a, scratch.ptr())?;
         let b16 = self.gemm_operand(b, scratch.ptr().offset(a_spare))?;
-        let (c, c_bf16) = if via_f32 {
-            (scratch.ptr().offset(a_spare + b_spare), false)
-        } else {
-            (out.storage.ptr(), bf16_out)
+        let bias32 = match bias {
+            Some(t) if t.storage.dtype() == DType::BF16 => {
+                let spare = scratch.ptr().offset(a_spare + b_spare);
+                self.launch_1d("scaled_copy", d.n, &[p(t), f32(1.0), ptr(spare)])?;
+                Some(spare)
+            }
+            Some(t) => Some(t.storage.ptr()),
+            None => None,
         };
         let (m, n, k) = (d.m, d.n, d.k);
+        // The GEMM adds the bias in its epilogue and rounds a bf16 `out` once, after it.
         self.launcher.gemm(&Gemm {
             m,
             n,
@@ -321,19 +327,12 @@ impl<L: Launcher> Backend for GpuBackend<L> {
             b: b16,
             b_trans: layout == Layout::NT,
             stride_b: if d.b_batched { k * n } else { 0 },
-            c,
-            c_bf16,
+            c: out.storage.ptr(),
+            c_bf16: out.storage.dtype() == DType::BF16,
             stride_c: m * n,
-            // The f32 scratch result is added into `out` by the bias pass instead.
-            accumulate: accumulate && !via_f32,
-        })?;
-        if let Some(bias) = bias {
-            let acc = if via_f32 { ptr(c) } else { p(out) };
-            let add_y = KernelArg::I32((accumulate && via_f32) as i32);
-            let args = [acc, p(bias), p(out), add_y, int("matmul", n)?];
-            self.launch_1d("add_bias", out.numel(), &args)?;
-        }
-        Ok(())
+            accumulate,
+            bias: bias32,
+        })
     }
 
     fn bias_grad(&self, dy: &T<L>, db: &mut T<L>) -> Result<()> {

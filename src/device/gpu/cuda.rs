@@ -1,6 +1,7 @@
-//! The CUDA launcher: a thin adapter from [`Launcher`] to the cudarc driver API and cuBLAS.
-//! It only moves bytes, looks kernels up by name and calls cuBLAS; every decision about what
-//! to launch is in the shared code that the emulator runs too.
+//! The CUDA launcher: a thin adapter from [`Launcher`] to the cudarc driver API and cuBLASLt.
+//! It only moves bytes, looks kernels up by name and runs GEMMs on cuBLASLt (bf16 operands,
+//! f32 accumulation, the bias added by its epilogue); every decision about what to launch is
+//! in the shared code that the emulator runs too.
 //!
 //! cudarc loads `libcuda` lazily and panics when it is missing, so nothing here touches the
 //! driver before `is_culib_present()` said it can be loaded.
@@ -8,9 +9,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
-use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute_enum};
-use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::cublaslt::result::{self as lt, CublasError};
+use cudarc::cublaslt::sys::{
+    cublasComputeType_t, cublasLtEpilogue_t, cublasLtHandle_t, cublasLtMatmulDescAttributes_t,
+    cublasLtMatmulPreferenceAttributes_t, cublasLtMatrixLayoutAttribute_t, cudaDataType,
+};
+use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUfunction_attribute_enum};
+use cudarc::driver::{
+    result, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr as _,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::{DevicePtr, Gemm, KernelArg, LaunchCfg, Launcher};
@@ -68,7 +75,7 @@ pub struct Cuda {
     stream: Arc<CudaStream>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
-    blas: Mutex<Option<cudarc::cublas::CudaBlas>>,
+    blas: Mutex<Option<BlasLt>>,
     /// First failure of a `free` (which runs in `Drop`), reported by `synchronize`.
     deferred: Mutex<Option<String>>,
 }
@@ -218,66 +225,13 @@ impl Launcher for Cuda {
         self.bind()?;
         let mut blas = self.blas.lock().unwrap_or_else(|p| p.into_inner());
         if blas.is_none() {
-            // SAFETY: only tries to dlopen cuBLAS.
-            if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-                return Err(unavailable(
-                    "cuBLAS (libcublas) could not be loaded; set LD_LIBRARY_PATH",
-                ));
-            }
-            *blas = Some(
-                cudarc::cublas::CudaBlas::new(self.stream.clone())
-                    .map_err(|e| dev_err("cuBLAS", e))?,
-            );
+            *blas = Some(BlasLt::new(&self.ctx, &self.stream)?);
         }
-        let Some(handle) = blas.as_ref().map(|b| *b.handle()) else {
-            return Err(Error::Device("cuda: cuBLAS handle missing".into()));
+        let Some(blas) = blas.as_ref() else {
+            return Err(Error::Device("cuda: cuBLASLt handle missing".into()));
         };
-        // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: pass B first. A row-major matrix
-        // read as column-major is its transpose, so "not transposed" maps to OP_N.
-        let op = |t: bool| {
-            if t {
-                cublasOperation_t::CUBLAS_OP_T
-            } else {
-                cublasOperation_t::CUBLAS_OP_N
-            }
-        };
-        let ldb = if g.b_trans { g.k } else { g.n };
-        let lda = if g.a_trans { g.m } else { g.k };
-        let (alpha, beta) = (1f32, if g.accumulate { 1f32 } else { 0f32 });
-        let i = |v: usize| v as i32;
-        // SAFETY: the shared code sized every operand for these dimensions and strides.
-        unsafe {
-            cudarc::cublas::result::gemm_strided_batched_ex(
-                handle,
-                op(g.b_trans),
-                op(g.a_trans),
-                i(g.n),
-                i(g.m),
-                i(g.k),
-                (&alpha as *const f32).cast(),
-                g.b.0 as *const _,
-                cudaDataType::CUDA_R_16BF,
-                i(ldb),
-                g.stride_b as i64,
-                g.a.0 as *const _,
-                cudaDataType::CUDA_R_16BF,
-                i(lda),
-                g.stride_a as i64,
-                (&beta as *const f32).cast(),
-                g.c.0 as *mut _,
-                if g.c_bf16 {
-                    cudaDataType::CUDA_R_16BF
-                } else {
-                    cudaDataType::CUDA_R_32F
-                },
-                i(g.n),
-                g.stride_c as i64,
-                i(g.batch),
-                cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
-            )
-        }
-        .map_err(|e| dev_err("cuBLAS gemm", e))
+        blas.gemm(g, &self.stream)
+            .map_err(|e| dev_err("cuBLASLt matmul", e))
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -308,6 +262,213 @@ impl Launcher for Cuda {
         let ms = start.elapsed_ms(&end).map_err(|e| dev_err("event", e))?;
         Ok(Some(ms as f64))
     }
+}
+
+/// A cuBLASLt handle and the workspace its GEMMs may use.
+///
+/// cudarc's safe `Matmul<T>` takes one element type for A, B, C and the bias and typed
+/// `CudaSlice`s; our GEMMs mix types (bf16 A/B, f32 or bf16 C/D, an f32 bias) on raw device
+/// addresses, so this drives cudarc's `cublaslt::result` layer directly, as `Matmul` does.
+struct BlasLt {
+    handle: cublasLtHandle_t,
+    workspace: CudaSlice<u8>,
+}
+
+// SAFETY: the handle is used under `Cuda::blas`'s lock only, on the context's one stream.
+unsafe impl Send for BlasLt {}
+unsafe impl Sync for BlasLt {}
+
+impl Drop for BlasLt {
+    fn drop(&mut self) {
+        // SAFETY: created by `BlasLt::new`, destroyed once. A failure cannot be reported
+        // from here and leaves nothing to clean up.
+        let _ = unsafe { lt::destroy_handle(self.handle) };
+    }
+}
+
+/// Destroys a cuBLASLt descriptor when it goes out of scope, error paths included.
+struct Desc<H: Copy>(H, unsafe fn(H) -> std::result::Result<(), CublasError>);
+
+impl<H: Copy> Drop for Desc<H> {
+    fn drop(&mut self) {
+        // SAFETY: each descriptor is wrapped once, right after its creation.
+        let _ = unsafe { (self.1)(self.0) };
+    }
+}
+
+/// The largest power of two (up to 256) that divides `addr`: the alignment to promise
+/// cuBLASLt's heuristic, which by default assumes 256 and may otherwise pick a kernel that
+/// faults on a less aligned operand.
+fn alignment(addr: u64) -> u32 {
+    1 << addr.trailing_zeros().min(8)
+}
+
+impl BlasLt {
+    fn new(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>) -> Result<Self> {
+        // SAFETY: only tries to dlopen cuBLASLt.
+        if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
+            return Err(unavailable(
+                "cuBLASLt (libcublasLt) could not be loaded; set LD_LIBRARY_PATH",
+            ));
+        }
+        // NVIDIA's recommended workspace: 32 MiB on Hopper and later, 4 MiB before.
+        let major = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+            .map_err(|e| dev_err("compute capability", e))?;
+        let bytes = if major >= 9 { 32 << 20 } else { 4 << 20 };
+        // SAFETY: cuBLASLt only uses the workspace as scratch, never reading unset bytes.
+        let workspace =
+            unsafe { stream.alloc::<u8>(bytes) }.map_err(|e| dev_err("cuBLASLt workspace", e))?;
+        let handle = lt::create_handle().map_err(|e| dev_err("cuBLASLt", e))?;
+        Ok(BlasLt { handle, workspace })
+    }
+
+    /// `g` as one `cublasLtMatmul`: `D = alpha·op(A)·op(B) + beta·C`, then the bias epilogue,
+    /// with C = D = `g.c` (in place, which cuBLASLt allows when C and D share a layout).
+    ///
+    /// cuBLASLt is column-major, and a row-major matrix read as column-major is its
+    /// transpose. So row-major `C = op(a)·op(b)` is column-major `Cᵀ = op(b)ᵀ·op(a)ᵀ`:
+    /// cuBLASLt's A is our `b`, its B our `a`, and "not transposed" maps to OP_N. Our `b`,
+    /// row-major `[k, n]` (or `[n, k]` when `b_trans`), is column-major `[n, k]` with ld n
+    /// (or `[k, n]` with ld k, taken with OP_T); our `a`, row-major `[m, k]` (or `[k, m]`),
+    /// is column-major `[k, m]` with ld k (or `[m, k]` with ld m, OP_T); D is column-major
+    /// `[n, m]` with ld n. cuBLASLt's bias has one value per row of D, broadcast along its
+    /// columns: per column of our row-major C, as [`Gemm::bias`] says.
+    ///
+    /// Assumed from NVIDIA's documentation, not checked on a device here: the epilogue adds
+    /// the bias after `beta·C` (so accumulating adds `op(a)·op(b) + bias` into `c`), in f32,
+    /// before the one rounding of a bf16 D; an f32 bias is accepted with a bf16 D when
+    /// `BIAS_DATA_TYPE` says so; the bias batch stride defaults to 0 (one bias for every
+    /// batch); a zero batch stride of A or B (one operand shared by the batch) is valid; and
+    /// k = 0 gives `beta·C + bias` (the shared code never asks for it outside the tests).
+    fn gemm(&self, g: &Gemm, stream: &Arc<CudaStream>) -> std::result::Result<(), CublasError> {
+        let bf16 = cudaDataType::CUDA_R_16BF;
+        let c_type = if g.c_bf16 {
+            bf16
+        } else {
+            cudaDataType::CUDA_R_32F
+        };
+        let (b_rows, b_cols) = if g.b_trans { (g.k, g.n) } else { (g.n, g.k) };
+        let (a_rows, a_cols) = if g.a_trans { (g.m, g.k) } else { (g.k, g.m) };
+        // SAFETY (whole block): every descriptor is created here, wrapped for destruction,
+        // and used only while alive; attribute buffers are values of the attribute's type
+        // (32-bit for transposes, the epilogue, the data type and the batch count; int64 for
+        // batch strides; a device pointer for the bias; uint64 for the workspace size;
+        // uint32 for alignments); the shared code sized every operand for `g`.
+        unsafe {
+            let layout = |dtype, rows: usize, cols: usize, stride: usize| {
+                let l = Desc(
+                    lt::create_matrix_layout(dtype, rows as u64, cols as u64, rows.max(1) as i64)?,
+                    lt::destroy_matrix_layout,
+                );
+                if g.batch > 1 {
+                    use cublasLtMatrixLayoutAttribute_t as L;
+                    let (count, stride) = (g.batch as i32, stride as i64);
+                    let set =
+                        |attr, buf, size| lt::set_matrix_layout_attribute(l.0, attr, buf, size);
+                    set(L::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, ptr_of(&count), 4)?;
+                    set(
+                        L::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                        ptr_of(&stride),
+                        8,
+                    )?;
+                }
+                Ok::<_, CublasError>(l)
+            };
+            let lt_a = layout(bf16, b_rows, b_cols, g.stride_b)?;
+            let lt_b = layout(bf16, a_rows, a_cols, g.stride_a)?;
+            let lt_c = layout(c_type, g.n, g.m, g.stride_c)?;
+
+            let desc = Desc(
+                lt::create_matmul_desc(
+                    cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    cudaDataType::CUDA_R_32F,
+                )?,
+                lt::destroy_matmul_desc,
+            );
+            let set = |attr, buf: *const std::ffi::c_void, size| {
+                lt::set_matmul_desc_attribute(desc.0, attr, buf, size)
+            };
+            use cublasLtMatmulDescAttributes_t as D;
+            let (trans_a, trans_b) = (g.b_trans as i32, g.a_trans as i32);
+            set(D::CUBLASLT_MATMUL_DESC_TRANSA, ptr_of(&trans_a), 4)?;
+            set(D::CUBLASLT_MATMUL_DESC_TRANSB, ptr_of(&trans_b), 4)?;
+            if let Some(bias) = g.bias {
+                let epilogue = cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
+                set(D::CUBLASLT_MATMUL_DESC_EPILOGUE, ptr_of(&epilogue), 4)?;
+                set(D::CUBLASLT_MATMUL_DESC_BIAS_POINTER, ptr_of(&bias.0), 8)?;
+                let bias_type = cudaDataType::CUDA_R_32F;
+                set(
+                    D::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                    ptr_of(&bias_type),
+                    4,
+                )?;
+            }
+
+            let (workspace, _in_use) = self.workspace.device_ptr(stream);
+            let pref = Desc(lt::create_matmul_pref()?, lt::destroy_matmul_pref);
+            use cublasLtMatmulPreferenceAttributes_t as P;
+            let bytes = self.workspace.len() as u64;
+            let pref_set =
+                |attr, v: &u32| lt::set_matmul_pref_attribute(pref.0, attr, ptr_of(v), 4);
+            lt::set_matmul_pref_attribute(
+                pref.0,
+                P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                ptr_of(&bytes),
+                8,
+            )?;
+            pref_set(
+                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                &alignment(g.b.0),
+            )?;
+            pref_set(
+                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                &alignment(g.a.0),
+            )?;
+            pref_set(
+                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                &alignment(g.c.0),
+            )?;
+            pref_set(
+                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                &alignment(g.c.0),
+            )?;
+
+            let heuristic = lt::get_matmul_algo_heuristic(
+                self.handle,
+                desc.0,
+                lt_a.0,
+                lt_b.0,
+                lt_c.0,
+                lt_c.0,
+                pref.0,
+            )?;
+            let (alpha, beta) = (1f32, if g.accumulate { 1f32 } else { 0f32 });
+            lt::matmul(
+                self.handle,
+                desc.0,
+                ptr_of(&alpha),
+                ptr_of(&beta),
+                g.b.0 as *const _,
+                lt_a.0,
+                g.a.0 as *const _,
+                lt_b.0,
+                g.c.0 as *const _,
+                lt_c.0,
+                g.c.0 as *mut _,
+                lt_c.0,
+                &heuristic.algo,
+                workspace as *mut _,
+                self.workspace.len(),
+                stream.cu_stream() as *mut _,
+            )
+        }
+    }
+}
+
+/// `v` as the untyped attribute buffer cuBLASLt's setters take.
+fn ptr_of<V>(v: &V) -> *const std::ffi::c_void {
+    (v as *const V).cast()
 }
 
 #[cfg(test)]

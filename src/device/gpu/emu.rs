@@ -185,8 +185,10 @@ impl Launcher for Emu {
         };
         let (a, b) = (bf(g.a, a_len), bf(g.b, b_len));
         let c_len = g.stride_c * (g.batch - 1) + g.m * g.n;
+        let bias: Option<&[f32]> = g.bias.map(|p| bytemuck::cast_slice(host(p, g.n * 4)));
         // Row r, column col of batch i: the f32 sum of the bf16 products, added to the old
-        // value when accumulating; a bf16 output is rounded once, at the end, as cuBLAS does.
+        // value when accumulating, then the bias; a bf16 output is rounded once, at the end,
+        // as cuBLASLt's bias epilogue does.
         let dot = |i: usize, r: usize, col: usize| -> f32 {
             let (a, b) = (&a[i * g.stride_a..], &b[i * g.stride_b..]);
             let mut acc = 0f32;
@@ -205,7 +207,10 @@ impl Launcher for Emu {
             }
             acc
         };
-        let beta = |old: f32| if g.accumulate { old } else { 0.0 };
+        let value = |old: f32, i: usize, r: usize, col: usize| -> f32 {
+            let v = if g.accumulate { old } else { 0.0 } + dot(i, r, col);
+            bias.map_or(v, |b| v + b[col])
+        };
         for i in 0..g.batch {
             let rows = i * g.stride_c..i * g.stride_c + g.m * g.n;
             if g.c_bf16 {
@@ -215,7 +220,7 @@ impl Launcher for Emu {
                     .enumerate()
                     .for_each(|(r, row)| {
                         for (col, out) in row.iter_mut().enumerate() {
-                            *out = bf16::from_f32(beta(out.to_f32()) + dot(i, r, col));
+                            *out = bf16::from_f32(value(out.to_f32(), i, r, col));
                         }
                     });
             } else {
@@ -225,7 +230,7 @@ impl Launcher for Emu {
                     .enumerate()
                     .for_each(|(r, row)| {
                         for (col, out) in row.iter_mut().enumerate() {
-                            *out = beta(*out) + dot(i, r, col);
+                            *out = value(*out, i, r, col);
                         }
                     });
             }

@@ -92,11 +92,12 @@ pub struct LaunchCfg {
     pub smem: u32,
 }
 
-/// One (batched) GEMM, row-major: `c[i] (+)= op(a[i]) · op(b[i])` for `i < batch`, with
-/// `op(a)` of shape `[m, k]` and `op(b)` of shape `[k, n]`. `a` and `b` hold bf16, `c` f32
-/// or bf16 (`c_bf16`: read when accumulating, written rounded once); accumulation is f32. Operands are packed: `a` is stored `[m, k]`, or `[k, m]` when
-/// `a_trans`; `b` is stored `[k, n]`, or `[n, k]` when `b_trans`. Strides are in elements;
-/// a zero stride shares one operand across the batch.
+/// One (batched) GEMM, row-major: `c[i] = op(a[i]) · op(b[i]) (+ c[i]) (+ bias)` for
+/// `i < batch`, with `op(a)` of shape `[m, k]` and `op(b)` of shape `[k, n]`. `a` and `b` hold
+/// bf16, `c` f32 or bf16 (`c_bf16`: read when accumulating, written rounded once); the
+/// products, the accumulation and the bias are f32. Operands are packed: `a` is stored
+/// `[m, k]`, or `[k, m]` when `a_trans`; `b` is stored `[k, n]`, or `[n, k]` when `b_trans`.
+/// Strides are in elements; a zero stride shares one operand across the batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gemm {
     pub m: usize,
@@ -114,6 +115,9 @@ pub struct Gemm {
     pub stride_c: usize,
     /// Add into `c` (beta = 1) instead of overwriting it.
     pub accumulate: bool,
+    /// f32 `[n]` added to every output row of every batch, after the accumulation and before
+    /// the store (cuBLASLt's bias epilogue), so a bf16 `c` is still rounded once.
+    pub bias: Option<DevicePtr>,
 }
 
 /// What a device must offer the shared GPU code. Every call is ordered after the previous
