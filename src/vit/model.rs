@@ -216,8 +216,13 @@ pub struct Vit<B: Backend> {
 
 impl<B: Backend> Vit<B> {
     /// A model for inference only: `forward` with `train: true` and `backward` are errors.
-    pub fn frozen(cfg: VitConfig, params: VitParams<B>) -> Result<Self> {
+    /// Its weights move to the backend's frozen storage ([`Backend::freeze`]: bf16 on a GPU).
+    pub fn frozen(backend: &B, cfg: VitConfig, mut params: VitParams<B>) -> Result<Self> {
         cfg.validate()?;
+        for (_, t) in params.named_mut() {
+            let held = std::mem::replace(t, backend.zeros(&[0])?);
+            *t = backend.freeze(held)?;
+        }
         Ok(Vit {
             cfg,
             params,

@@ -332,7 +332,7 @@ fn frozen_forward_matches_training_forward_and_stops_at_the_last_tap() {
     let want: Vec<HostTensor> = o.taps.iter().map(|t| be.download(t).unwrap()).collect();
     let want_cls = be.download(o.cls_norm.unwrap()).unwrap();
 
-    let mut teacher = Vit::frozen(cfg, load()).unwrap();
+    let mut teacher = Vit::frozen(&be, cfg, load()).unwrap();
     // Taps out of order, a gap, and no final norm: block 3 never runs.
     let o = teacher
         .forward(

@@ -31,6 +31,7 @@ pub const TRAIT_OPS: &[&str] = &[
     "name",
     "zeros",
     "zeros_activation",
+    "freeze",
     "upload",
     "download",
     "copy",
@@ -79,6 +80,7 @@ const RUNNER_OPS: &[&str] = &[
     "name",
     "zeros",
     "zeros_activation",
+    "freeze",
     "upload",
     "download",
     "synchronize",
@@ -1584,6 +1586,16 @@ fn check_memory_ops<B: Backend>(be: &B) {
                 be.name()
             );
         }
+    }
+    // A frozen tensor keeps its shape and holds its values to bf16 precision at least.
+    let frozen = be.freeze(be.upload(&h).unwrap()).unwrap();
+    assert_eq!(frozen.dims(), h.dims());
+    for (g, w) in be.download(&frozen).unwrap().data.iter().zip(&h.data) {
+        assert!(
+            (g - w).abs() <= w.abs() / 256.0,
+            "a frozen tensor holds {w} as {g} on {}",
+            be.name()
+        );
     }
     be.synchronize().unwrap();
 }

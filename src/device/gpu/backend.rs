@@ -212,6 +212,15 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         self.alloc_zeroed(dims, DType::BF16)
     }
 
+    fn freeze(&self, t: T<L>) -> Result<T<L>> {
+        if t.storage.dtype() == DType::BF16 {
+            return Ok(t);
+        }
+        let mut frozen = self.alloc_zeroed(t.dims(), DType::BF16)?;
+        self.copy(&t, &mut frozen)?;
+        Ok(frozen)
+    }
+
     fn upload(&self, host: &HostTensor) -> Result<T<L>> {
         check::upload(host)?;
         let t = self.alloc(host.dims(), DType::F32)?;

@@ -7,7 +7,7 @@
 //! **Storage: bf16 for activations, f32 for the rest, f32 arithmetic everywhere.** Each
 //! tensor's storage [`DType`] is fixed when it is allocated: [`Backend::zeros_activation`]
 //! gives bf16 (activations: half the bytes of every bandwidth-bound kernel that touches
-//! them), [`Backend::zeros`] and [`Backend::upload`] give f32 (parameters and their
+//! them), and so does [`Backend::freeze`] (a frozen model's weights), [`Backend::zeros`] and [`Backend::upload`] give f32 (parameters and their
 //! gradients, optimiser state, activation gradients, row statistics such as layer norm's
 //! mean/rstd and attention's lse, losses, images and anomaly maps). `upload`/`download` speak
 //! f32 either way, `copy` converts between storages. Kernels take every tensor as an

@@ -67,7 +67,7 @@ impl<B: Backend> EeStudent<B> {
         let vit = if trainable {
             Vit::trainable(backend, vcfg, params)?
         } else {
-            Vit::frozen(vcfg, params)?
+            Vit::frozen(backend, vcfg, params)?
         };
         Ok(EeStudent { vit, bufs: None })
     }

@@ -182,5 +182,5 @@ pub fn load_teacher<B: Backend>(backend: &B, path: &Path) -> Result<(Vit<B>, Tea
         path: path.display().to_string(),
         sha256,
     };
-    Ok((Vit::frozen(cfg, params)?, id))
+    Ok((Vit::frozen(backend, cfg, params)?, id))
 }

@@ -40,7 +40,7 @@ fn tiny_params(backend: &Cpu, seed: u64) -> VitParams<Cpu> {
 
 fn tiny_teacher(backend: &Cpu, cfg: &DualStudentConfig) -> Teacher<Cpu> {
     Teacher::new(
-        Vit::frozen(tiny_vit_config(), tiny_params(backend, 99)).unwrap(),
+        Vit::frozen(backend, tiny_vit_config(), tiny_params(backend, 99)).unwrap(),
         cfg,
     )
     .unwrap()
