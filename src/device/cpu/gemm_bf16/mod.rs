@@ -40,8 +40,8 @@ const K_PER_SLOT: usize = 2;
 const KC_MAX: usize = 3072;
 /// Bytes of one packed `lhs` block: its panels stream from L3 at ~3 bytes per cycle, well
 /// inside a Zen 4 core's share, so the block is sized to stay resident in the 32 MB L3
-/// rather than in L2.
-const BLOCK_BYTES: usize = 4 << 20;
+/// rather than in a 2 MB L2.
+const BLOCK_BYTES: usize = 2 << 20;
 /// Rows of a last panel at most that run one row at a time ([`row_kernel`]) instead of a
 /// 16-row kernel mostly multiplying padding.
 const ROW_TAIL: usize = 4;
@@ -138,7 +138,8 @@ pub fn gemm(
         for (k0, k1) in split(k, KC_MAX, unit) {
             // Later depth blocks add onto the partial sums of the earlier ones.
             let add = accumulate || k0 > 0;
-            let mc_max = (BLOCK_BYTES / 4 / (k1 - k0).max(1) / MR).max(1) * MR;
+            let row_bytes = 4 * (k1 - k0).div_ceil(unit);
+            let mc_max = (BLOCK_BYTES / row_bytes / MR).max(1) * MR;
             for (m0, m1) in split(m, mc_max, MR) {
                 let rows = m1 - m0;
                 let panels = rows.div_ceil(MR);
