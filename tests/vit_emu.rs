@@ -126,25 +126,7 @@ fn tiny_frozen_vit_forward_on_emu_with_bf16_weights_matches_cpu() {
     let emu = GpuBackend::new(Emu::new());
     let cfg = tiny();
     let mut rng = Rng::new(12);
-    let mut host = VitParams::init(
-        &cpu,
-        &cfg,
-        &Init {
-            std: 0.1,
-            bound: 0.2,
-            layerscale: 1.0,
-        },
-        &mut Rng::new(6),
-    )
-    .unwrap()
-    .to_host(&cpu, &cfg)
-    .unwrap();
-    for (name, t) in host.iter_mut() {
-        if name.ends_with("gamma") {
-            *t = rng.tensor(t.dims(), 0.5, 1.5);
-        }
-    }
-    let images = rng.tensor([2, 3, 56, 42], -1.0, 1.0);
+    let (host, images) = weights_and_images(&cpu, 6, &mut rng);
     let frozen = Vit::frozen(&emu, cfg, VitParams::from_host(&emu, &cfg, &host).unwrap()).unwrap();
     for (name, t) in frozen.named_params() {
         assert_eq!(
@@ -160,6 +142,32 @@ fn tiny_frozen_vit_forward_on_emu_with_bf16_weights_matches_cpu() {
         let e = rel(g, w);
         assert!(e < 3e-2, "output {i}: relative error {e}");
     }
+}
+
+/// Weights of the tiny model (initialised from `seed`, LayerScale drawn from `rng` away from
+/// its tiny init so the blocks contribute to the outputs) and two 56x42 images (a 4x3 grid,
+/// so the position embedding is interpolated with the bicubic kernel).
+fn weights_and_images(
+    cpu: &Cpu,
+    seed: u64,
+    rng: &mut Rng,
+) -> (std::collections::HashMap<String, HostTensor>, HostTensor) {
+    let cfg = tiny();
+    let init = Init {
+        std: 0.1,
+        bound: 0.2,
+        layerscale: 1.0,
+    };
+    let mut host = VitParams::init(cpu, &cfg, &init, &mut Rng::new(seed))
+        .unwrap()
+        .to_host(cpu, &cfg)
+        .unwrap();
+    for (name, t) in host.iter_mut() {
+        if name.ends_with("gamma") {
+            *t = rng.tensor(t.dims(), 0.5, 1.5);
+        }
+    }
+    (host, rng.tensor([2, 3, 56, 42], -1.0, 1.0))
 }
 
 /// max |a - b| / max |b|: the error relative to the tensor's own scale.
@@ -185,29 +193,8 @@ fn tiny_vit_training_step_with_bf16_cpu_matmuls_matches_f32_cpu() {
 /// images and output gradients.
 fn matches_f32_cpu<B: Backend>(other: &B) {
     let cpu = Cpu::new();
-    let cfg = tiny();
     let mut rng = Rng::new(11);
-    let mut host = VitParams::init(
-        &cpu,
-        &cfg,
-        &Init {
-            std: 0.1,
-            bound: 0.2,
-            layerscale: 1.0,
-        },
-        &mut Rng::new(5),
-    )
-    .unwrap()
-    .to_host(&cpu, &cfg)
-    .unwrap();
-    // LayerScale away from its tiny init, so the blocks contribute to the outputs.
-    for (name, t) in host.iter_mut() {
-        if name.ends_with("gamma") {
-            *t = rng.tensor(t.dims(), 0.5, 1.5);
-        }
-    }
-    // 56x42 images: a 4x3 grid, so the position embedding is interpolated (bicubic kernel).
-    let images = rng.tensor([2, 3, 56, 42], -1.0, 1.0);
+    let (host, images) = weights_and_images(&cpu, 5, &mut rng);
     let tokens = 1 + 1 + 12;
     let seeds = vec![
         rng.tensor([2, tokens, 48], -1.0, 1.0),
