@@ -22,6 +22,7 @@
 //! [`DType`]: crate::tensor::DType
 //! [`Backend::zeros_activation`]: crate::device::Backend::zeros_activation
 //! [`Backend::zeros`]: crate::device::Backend::zeros
+//! [`Backend::freeze`]: crate::device::Backend::freeze
 //! [`Backend::upload`]: crate::device::Backend::upload
 //!
 //! Use: `GpuBackend::new(emu::Emu::new())` (always available) or
