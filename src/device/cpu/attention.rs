@@ -6,7 +6,7 @@
 //! there straight into its column block of the token-major output.
 
 use super::math::exp;
-use super::matmul::{gemm_with, View, ViewMut};
+use super::matmul::{gemm_with, Product, View, ViewMut};
 use super::simd::{self, dispatch, load_part, store_part, Simd};
 use super::Precision;
 use crate::device::check::AttnDims;
@@ -124,15 +124,17 @@ fn scores(
     let k = head_view(qkv, s, b, 1, h);
     gemm_with(
         prec,
-        s.n,
-        s.n,
-        s.head_dim,
-        q,
-        transposed(k),
-        contiguous_mut(out, s.n),
-        scale,
-        false,
-        false,
+        Product {
+            m: s.n,
+            n: s.n,
+            k: s.head_dim,
+            lhs: q,
+            rhs: transposed(k),
+            dst: contiguous_mut(out, s.n),
+            alpha: scale,
+            accumulate: false,
+            parallel: false,
+        },
     );
 }
 
@@ -194,15 +196,17 @@ pub fn softmax_fwd(
             let v = head_view(qkv, s, b, 2, h);
             gemm_with(
                 prec,
-                n,
-                dh,
-                n,
-                contiguous(p, n),
-                v,
-                contiguous_mut(o, dh),
-                1.0,
-                false,
-                false,
+                Product {
+                    m: n,
+                    n: dh,
+                    k: n,
+                    lhs: contiguous(p, n),
+                    rhs: v,
+                    dst: contiguous_mut(o, dh),
+                    alpha: 1.0,
+                    accumulate: false,
+                    parallel: false,
+                },
             );
             dispatch!(sd => {
                 for (row, &inv) in o.chunks_exact_mut(dh).zip(inv.iter()) {
@@ -260,15 +264,17 @@ pub fn softmax_bwd(
             });
             gemm_with(
                 prec,
-                n,
-                n,
-                dh,
-                d_o,
-                transposed(v),
-                contiguous_mut(ds, n),
-                1.0,
-                false,
-                false,
+                Product {
+                    m: n,
+                    n,
+                    k: dh,
+                    lhs: d_o,
+                    rhs: transposed(v),
+                    dst: contiguous_mut(ds, n),
+                    alpha: 1.0,
+                    accumulate: false,
+                    parallel: false,
+                },
             );
             dispatch!(sd => {
                 let rows = ds.chunks_exact_mut(n).zip(p.chunks_exact(n));
@@ -285,39 +291,45 @@ pub fn softmax_bwd(
             let (gk, gv) = rest.split_at_mut(n * dh);
             gemm_with(
                 prec,
-                n,
-                dh,
-                n,
-                contiguous(ds, n),
-                k,
-                contiguous_mut(gq, dh),
-                scale,
-                false,
-                false,
+                Product {
+                    m: n,
+                    n: dh,
+                    k: n,
+                    lhs: contiguous(ds, n),
+                    rhs: k,
+                    dst: contiguous_mut(gq, dh),
+                    alpha: scale,
+                    accumulate: false,
+                    parallel: false,
+                },
             );
             gemm_with(
                 prec,
-                n,
-                dh,
-                n,
-                transposed(contiguous(ds, n)),
-                q,
-                contiguous_mut(gk, dh),
-                scale,
-                false,
-                false,
+                Product {
+                    m: n,
+                    n: dh,
+                    k: n,
+                    lhs: transposed(contiguous(ds, n)),
+                    rhs: q,
+                    dst: contiguous_mut(gk, dh),
+                    alpha: scale,
+                    accumulate: false,
+                    parallel: false,
+                },
             );
             gemm_with(
                 prec,
-                n,
-                dh,
-                n,
-                transposed(contiguous(p, n)),
-                d_o,
-                contiguous_mut(gv, dh),
-                1.0,
-                false,
-                false,
+                Product {
+                    m: n,
+                    n: dh,
+                    k: n,
+                    lhs: transposed(contiguous(p, n)),
+                    rhs: d_o,
+                    dst: contiguous_mut(gv, dh),
+                    alpha: 1.0,
+                    accumulate: false,
+                    parallel: false,
+                },
             );
             write_qkv_grads(&dqkv, s, b, h, g);
         },
@@ -384,15 +396,17 @@ fn linear_head(
     let v = head_view(qkv, s, b, 2, h);
     gemm_with(
         prec,
-        dh,
-        dh,
-        n,
-        transposed(contiguous(&fk, dh)),
-        v,
-        contiguous_mut(&mut kv, dh),
-        1.0,
-        false,
-        false,
+        Product {
+            m: dh,
+            n: dh,
+            k: n,
+            lhs: transposed(contiguous(&fk, dh)),
+            rhs: v,
+            dst: contiguous_mut(&mut kv, dh),
+            alpha: 1.0,
+            accumulate: false,
+            parallel: false,
+        },
     );
     let ksum: Vec<f32> = (0..dh)
         .map(|j| (0..n).map(|i| fk[i * dh + j] as f64).sum::<f64>() as f32)
@@ -400,15 +414,17 @@ fn linear_head(
     let mut num = vec![0.0f32; n * dh];
     gemm_with(
         prec,
-        n,
-        dh,
-        dh,
-        contiguous(&fq, dh),
-        contiguous(&kv, dh),
-        contiguous_mut(&mut num, dh),
-        1.0,
-        false,
-        false,
+        Product {
+            m: n,
+            n: dh,
+            k: dh,
+            lhs: contiguous(&fq, dh),
+            rhs: contiguous(&kv, dh),
+            dst: contiguous_mut(&mut num, dh),
+            alpha: 1.0,
+            accumulate: false,
+            parallel: false,
+        },
     );
     let den = (0..n)
         .map(|i| {
@@ -484,15 +500,17 @@ pub fn linear_bwd(
             // dφq
             gemm_with(
                 prec,
-                n,
-                dh,
-                dh,
-                contiguous(&dnum, dh),
-                transposed(contiguous(&lh.kv, dh)),
-                contiguous_mut(gq, dh),
-                1.0,
-                false,
-                false,
+                Product {
+                    m: n,
+                    n: dh,
+                    k: dh,
+                    lhs: contiguous(&dnum, dh),
+                    rhs: transposed(contiguous(&lh.kv, dh)),
+                    dst: contiguous_mut(gq, dh),
+                    alpha: 1.0,
+                    accumulate: false,
+                    parallel: false,
+                },
             );
             for i in 0..n {
                 for j in 0..dh {
@@ -502,15 +520,17 @@ pub fn linear_bwd(
             let mut dkv = vec![0.0f32; dh * dh];
             gemm_with(
                 prec,
-                dh,
-                dh,
-                n,
-                transposed(contiguous(&lh.fq, dh)),
-                contiguous(&dnum, dh),
-                contiguous_mut(&mut dkv, dh),
-                1.0,
-                false,
-                false,
+                Product {
+                    m: dh,
+                    n: dh,
+                    k: n,
+                    lhs: transposed(contiguous(&lh.fq, dh)),
+                    rhs: contiguous(&dnum, dh),
+                    dst: contiguous_mut(&mut dkv, dh),
+                    alpha: 1.0,
+                    accumulate: false,
+                    parallel: false,
+                },
             );
             let dksum: Vec<f32> = (0..dh)
                 .map(|j| {
@@ -523,15 +543,17 @@ pub fn linear_bwd(
             let v = head_view(qkv, s, b, 2, h);
             gemm_with(
                 prec,
-                n,
-                dh,
-                dh,
-                v,
-                transposed(contiguous(&dkv, dh)),
-                contiguous_mut(gk, dh),
-                1.0,
-                false,
-                false,
+                Product {
+                    m: n,
+                    n: dh,
+                    k: dh,
+                    lhs: v,
+                    rhs: transposed(contiguous(&dkv, dh)),
+                    dst: contiguous_mut(gk, dh),
+                    alpha: 1.0,
+                    accumulate: false,
+                    parallel: false,
+                },
             );
             for i in 0..n {
                 for j in 0..dh {
@@ -540,15 +562,17 @@ pub fn linear_bwd(
             }
             gemm_with(
                 prec,
-                n,
-                dh,
-                dh,
-                contiguous(&lh.fk, dh),
-                contiguous(&dkv, dh),
-                contiguous_mut(gv, dh),
-                1.0,
-                false,
-                false,
+                Product {
+                    m: n,
+                    n: dh,
+                    k: dh,
+                    lhs: contiguous(&lh.fk, dh),
+                    rhs: contiguous(&dkv, dh),
+                    dst: contiguous_mut(gv, dh),
+                    alpha: 1.0,
+                    accumulate: false,
+                    parallel: false,
+                },
             );
             // Through φ: the raw q and k are read back from qkv.
             for (which, gx) in [(0, &mut *gq), (1, &mut *gk)] {

@@ -45,24 +45,37 @@ pub fn kernels() -> &'static str {
     "f32 via the gemm crate; bf16 operands are rounded, then multiplied in f32"
 }
 
-/// `dst = alpha·lhs·rhs` (or `dst += …` when `accumulate`) for `lhs [m, k]`, `rhs [k, n]`,
-/// `dst [m, n]`, all strided, in f32. Threads: rayon's pool when `parallel` and the product
-/// is big.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_strided(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: View,
-    rhs: View,
-    mut dst: ViewMut,
-    alpha: f32,
-    accumulate: bool,
-    parallel: bool,
-) {
-    if !has_work((m, n, k), &lhs, &rhs, &mut dst, accumulate) {
+/// One strided product: `dst = alpha·lhs·rhs` (or `dst += …` when `accumulate`) for
+/// `lhs [m, k]`, `rhs [k, n]`, `dst [m, n]`. Threads: rayon's pool when `parallel` and the
+/// product is big.
+pub struct Product<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lhs: View<'a>,
+    pub rhs: View<'a>,
+    pub dst: ViewMut<'a>,
+    pub alpha: f32,
+    pub accumulate: bool,
+    pub parallel: bool,
+}
+
+/// A [`Product`] in f32.
+pub fn gemm_strided(mut p: Product) {
+    if !has_work(&mut p) {
         return;
     }
+    let Product {
+        m,
+        n,
+        k,
+        lhs,
+        rhs,
+        dst,
+        alpha,
+        accumulate,
+        parallel,
+    } = p;
     let threads = rayon::current_num_threads();
     let parallel = parallel && threads > 1 && m * n * k >= PARALLEL_MIN_FLOPS;
     // Columns j0..j1 on the calling thread.
@@ -113,47 +126,36 @@ pub fn gemm_strided(
     });
 }
 
-/// [`gemm_strided`] with both operands rounded to bf16 (nearest even) and f32
+/// A [`Product`] with both operands rounded to bf16 (nearest even) and f32
 /// accumulation: the AVX512-BF16 kernel where the CPU has it, else the rounded operands
 /// through the f32 kernel (the same products, exact in f32; only the summation order
 /// differs).
-#[allow(clippy::too_many_arguments)]
-fn gemm_bf16(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: View,
-    rhs: View,
-    mut dst: ViewMut,
-    alpha: f32,
-    accumulate: bool,
-    parallel: bool,
-) {
+fn gemm_bf16(mut p: Product) {
     #[cfg(target_arch = "x86_64")]
     if super::gemm_bf16::available() {
-        if has_work((m, n, k), &lhs, &rhs, &mut dst, accumulate) {
-            let parallel = parallel && m * n * k >= PARALLEL_MIN_FLOPS;
-            super::gemm_bf16::gemm(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel);
+        if has_work(&mut p) {
+            p.parallel = p.parallel && p.m * p.n * p.k >= PARALLEL_MIN_FLOPS;
+            super::gemm_bf16::gemm(p);
         }
         return;
     }
-    gemm_bf16_rounded(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel);
+    gemm_bf16_rounded(p);
 }
 
 /// [`gemm_bf16`] for CPUs without AVX512-BF16: round copies of the operands, then the f32
 /// kernel.
-#[allow(clippy::too_many_arguments)]
-fn gemm_bf16_rounded(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: View,
-    rhs: View,
-    dst: ViewMut,
-    alpha: f32,
-    accumulate: bool,
-    parallel: bool,
-) {
+fn gemm_bf16_rounded(p: Product) {
+    let Product {
+        m,
+        n,
+        k,
+        lhs,
+        rhs,
+        dst,
+        alpha,
+        accumulate,
+        parallel,
+    } = p;
     let round = |v: View| -> Vec<f32> {
         v.data
             .iter()
@@ -161,41 +163,42 @@ fn gemm_bf16_rounded(
             .collect()
     };
     let (l, r) = (round(lhs), round(rhs));
-    let lhs = View { data: &l, ..lhs };
-    let rhs = View { data: &r, ..rhs };
-    gemm_strided(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel);
+    gemm_strided(Product {
+        m,
+        n,
+        k,
+        lhs: View { data: &l, ..lhs },
+        rhs: View { data: &r, ..rhs },
+        dst,
+        alpha,
+        accumulate,
+        parallel,
+    });
 }
 
 /// [`gemm_strided`] with operands in `precision`.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_with(
-    precision: Precision,
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: View,
-    rhs: View,
-    dst: ViewMut,
-    alpha: f32,
-    accumulate: bool,
-    parallel: bool,
-) {
+pub fn gemm_with(precision: Precision, p: Product) {
     match precision {
-        Precision::F32 => gemm_strided(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel),
-        Precision::Bf16 => gemm_bf16(m, n, k, lhs, rhs, dst, alpha, accumulate, parallel),
+        Precision::F32 => gemm_strided(p),
+        Precision::Bf16 => gemm_bf16(p),
     }
 }
 
 /// Check that the views hold the extents an (m, n, k) product touches, and settle the
 /// products with nothing to multiply (an empty sum writes zeros unless accumulating). True
 /// when a kernel still has work to do.
-fn has_work(
-    (m, n, k): (usize, usize, usize),
-    lhs: &View,
-    rhs: &View,
-    dst: &mut ViewMut,
-    accumulate: bool,
-) -> bool {
+fn has_work(p: &mut Product) -> bool {
+    let Product {
+        m,
+        n,
+        k,
+        lhs,
+        rhs,
+        dst,
+        accumulate,
+        ..
+    } = p;
+    let (m, n, k) = (*m, *n, *k);
     if m == 0 || n == 0 {
         return false;
     }
@@ -211,7 +214,7 @@ fn has_work(
         span(m, n, dst.rs, dst.cs) <= dst.data.len(),
         "gemm: dst view out of bounds"
     );
-    if k == 0 && !accumulate {
+    if k == 0 && !*accumulate {
         for i in 0..m {
             for j in 0..n {
                 dst.data[i * dst.rs + j * dst.cs] = 0.0;
@@ -272,7 +275,18 @@ pub fn matmul(
             rs: n,
             cs: 1,
         };
-        gemm_with(precision, m, n, k, lhs, rhs, dst, 1.0, read_dst, batch == 1);
+        let p = Product {
+            m,
+            n,
+            k,
+            lhs,
+            rhs,
+            dst,
+            alpha: 1.0,
+            accumulate: read_dst,
+            parallel: batch == 1,
+        };
+        gemm_with(precision, p);
     };
     if batch == 1 {
         one(0, out);
@@ -343,10 +357,21 @@ mod tests {
             rs: ld,
             cs: 1,
         };
+        let p = Product {
+            m,
+            n,
+            k,
+            lhs,
+            rhs,
+            dst: out,
+            alpha,
+            accumulate,
+            parallel: true,
+        };
         match path {
-            Path::F32 => gemm_strided(m, n, k, lhs, rhs, out, alpha, accumulate, true),
-            Path::Bf16 => gemm_bf16(m, n, k, lhs, rhs, out, alpha, accumulate, true),
-            Path::Bf16Rounded => gemm_bf16_rounded(m, n, k, lhs, rhs, out, alpha, accumulate, true),
+            Path::F32 => gemm_strided(p),
+            Path::Bf16 => gemm_bf16(p),
+            Path::Bf16Rounded => gemm_bf16_rounded(p),
         }
         let alpha = alpha as f64;
         let q = |x: f32| -> f64 {

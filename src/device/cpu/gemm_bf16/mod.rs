@@ -22,7 +22,7 @@
 
 mod pack;
 
-use super::matmul::{View, ViewMut};
+use super::matmul::{Product, View};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -109,18 +109,18 @@ fn split(total: usize, max: usize, unit: usize) -> Vec<(usize, usize)> {
 
 /// `dst = alpha·lhs·rhs` (`+=` when `accumulate`) for `lhs [m, k]`, `rhs [k, n]`,
 /// `dst [m, n]`, k > 0. The caller has bounds-checked the views.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: View,
-    rhs: View,
-    dst: ViewMut,
-    alpha: f32,
-    accumulate: bool,
-    parallel: bool,
-) {
+pub fn gemm(p: Product) {
+    let Product {
+        m,
+        n,
+        k,
+        lhs,
+        rhs,
+        dst,
+        alpha,
+        accumulate,
+        parallel,
+    } = p;
     assert!(available(), "bf16 GEMM needs AVX512-BF16");
     let out = DstPtr {
         ptr: dst.data.as_mut_ptr(),
