@@ -449,6 +449,27 @@ mod tests {
         check_all(Path::Bf16);
     }
 
+    /// Parallel products started from inside rayon jobs, on a pool wider than the machine: a
+    /// worker waiting for its own product's tasks may run another job's product on the same
+    /// thread, which must find buffers of its own and give correct results. (That interleaving
+    /// depends on timing; this did not catch the held thread-local borrow it guards against,
+    /// which was found by reading.)
+    #[test]
+    fn nested_parallel_products_are_reentrant() {
+        use rayon::prelude::*;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            (0..96).into_par_iter().with_max_len(1).for_each(|i| {
+                for path in [Path::F32, Path::Bf16] {
+                    check(path, (40 + i % 7 * 30, 96, 384), Layout::NT);
+                }
+            })
+        });
+    }
+
     #[test]
     fn bf16_fallback_matches_f64_reference_on_rounded_operands() {
         check_all(Path::Bf16Rounded);

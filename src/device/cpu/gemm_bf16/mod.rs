@@ -24,7 +24,7 @@ mod pack;
 
 use super::matmul::{Product, View};
 use std::arch::x86_64::*;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 /// Rows of `lhs` per vector (one zmm of f32 accumulators).
@@ -65,9 +65,9 @@ fn slot(x: f32, y: f32) -> u32 {
 
 thread_local! {
     /// The packed `lhs` block, kept per calling thread so repeated products reuse the pages.
-    static PACKED_LHS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    static PACKED_LHS: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
     /// One thread's k-major strip of `NR` columns of `rhs`.
-    static RHS_STRIP: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    static RHS_STRIP: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
 }
 
 /// `dst` as a raw pointer that the worker threads share. Each task writes a disjoint set of
@@ -133,64 +133,65 @@ pub fn gemm(p: Product) {
         1
     };
     let unit = K_PER_SLOT;
-    PACKED_LHS.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        for (k0, k1) in split(k, KC_MAX, unit) {
-            // Later depth blocks add onto the partial sums of the earlier ones.
-            let add = accumulate || k0 > 0;
-            let row_bytes = 4 * (k1 - k0).div_ceil(unit);
-            let mc_max = (BLOCK_BYTES / row_bytes / MR).max(1) * MR;
-            for (m0, m1) in split(m, mc_max, MR) {
-                let rows = m1 - m0;
-                let panels = rows.div_ceil(MR);
-                let kc = k1 - k0;
-                let slots = kc.div_ceil(unit);
-                buf.clear();
-                buf.resize(panels * MR * slots, 0);
-                pack_lhs(lhs, (m0, rows), (k0, kc), &mut buf, threads);
-                let packed: &[u32] = &buf;
-                let tiles = n.div_ceil(NR);
-                let per_task = tiles.div_ceil(threads);
-                let task = |t: usize| {
-                    let (j0, j1) = (t * per_task * NR, ((t + 1) * per_task * NR).min(n));
-                    RHS_STRIP.with(|strip| {
-                        let mut strip = strip.borrow_mut();
-                        strip.resize(slots * NR, 0);
-                        for c0 in (j0..j1).step_by(NR) {
-                            let cols = NR.min(j1 - c0);
-                            pack_rhs(rhs, (k0, kc), (c0, cols), &mut strip);
-                            for p in 0..panels {
-                                let r0 = p * MR;
-                                let tile = Tile {
-                                    rows: MR.min(rows - r0),
-                                    cols,
-                                    // SAFETY: (m0 + r0, c0) is inside `dst`, which the
-                                    // caller bounds-checked for the whole product.
-                                    dst: unsafe { out.at(m0 + r0, c0) },
-                                    alpha,
-                                    add,
-                                };
-                                let panel = &packed[p * MR * slots..(p + 1) * MR * slots];
-                                // SAFETY: the CPU features were asserted above; the panel
-                                // holds MR·slots values and the strip NR·slots.
-                                unsafe { run_tile(panel, &strip, tile) };
-                            }
-                        }
-                    });
-                };
-                if threads > 1 && tiles > 1 {
-                    rayon::scope(|s| {
-                        for t in 1..threads.min(tiles) {
-                            s.spawn(move |_| task(t));
-                        }
-                        task(0);
-                    });
-                } else {
-                    task(0);
+    // The buffers are taken out of their thread-locals while in use, not borrowed: a rayon
+    // worker waiting in the scope below may run another product on this same thread, which
+    // then starts from an empty buffer of its own.
+    let mut buf = PACKED_LHS.take();
+    for (k0, k1) in split(k, KC_MAX, unit) {
+        // Later depth blocks add onto the partial sums of the earlier ones.
+        let add = accumulate || k0 > 0;
+        let row_bytes = 4 * (k1 - k0).div_ceil(unit);
+        let mc_max = (BLOCK_BYTES / row_bytes / MR).max(1) * MR;
+        for (m0, m1) in split(m, mc_max, MR) {
+            let rows = m1 - m0;
+            let panels = rows.div_ceil(MR);
+            let kc = k1 - k0;
+            let slots = kc.div_ceil(unit);
+            buf.clear();
+            buf.resize(panels * MR * slots, 0);
+            pack_lhs(lhs, (m0, rows), (k0, kc), &mut buf, threads);
+            let packed: &[u32] = &buf;
+            let tiles = n.div_ceil(NR);
+            let per_task = tiles.div_ceil(threads);
+            let task = |t: usize| {
+                let (j0, j1) = (t * per_task * NR, ((t + 1) * per_task * NR).min(n));
+                let mut strip = RHS_STRIP.take();
+                strip.resize(slots * NR, 0);
+                for c0 in (j0..j1).step_by(NR) {
+                    let cols = NR.min(j1 - c0);
+                    pack_rhs(rhs, (k0, kc), (c0, cols), &mut strip);
+                    for p in 0..panels {
+                        let r0 = p * MR;
+                        let tile = Tile {
+                            rows: MR.min(rows - r0),
+                            cols,
+                            // SAFETY: (m0 + r0, c0) is inside `dst`, which the
+                            // caller bounds-checked for the whole product.
+                            dst: unsafe { out.at(m0 + r0, c0) },
+                            alpha,
+                            add,
+                        };
+                        let panel = &packed[p * MR * slots..(p + 1) * MR * slots];
+                        // SAFETY: the CPU features were asserted above; the panel
+                        // holds MR·slots values and the strip NR·slots.
+                        unsafe { run_tile(panel, &strip, tile) };
+                    }
                 }
+                RHS_STRIP.set(strip);
+            };
+            if threads > 1 && tiles > 1 {
+                rayon::scope(|s| {
+                    for t in 1..threads.min(tiles) {
+                        s.spawn(move |_| task(t));
+                    }
+                    task(0);
+                });
+            } else {
+                task(0);
             }
         }
-    });
+    }
+    PACKED_LHS.set(buf);
 }
 
 /// Pack `lhs[m0 .. m0+rows, k0 .. k0+kc]` into panels of `MR` rows (`panel[slot·MR + r]`);
