@@ -108,6 +108,58 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         reps: usize,
     },
+    /// ViT forward throughput on the global --device: the frozen teacher (every block and
+    /// the final norm) with random weights, as scoring runs it. Prints, per batch size, the
+    /// best and median ms per batch, ms per image, images/s and the achieved FLOP rate.
+    Vit {
+        /// Teacher shape: DINOv2 ViT-S/14, ViT-B/14 or ViT-L/14.
+        #[arg(long, value_enum, default_value_t = ModelArg::B14)]
+        model: ModelArg,
+        /// Image side in pixels (a multiple of 14).
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Batch sizes to time, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        batch: Vec<usize>,
+        /// Timed forwards per batch size (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+    /// One Dinomaly-style training step of the encoder-decoder student on the global
+    /// --device, split into teacher forward, student forward+loss, backward and
+    /// clip+optimiser (the phases of the PyTorch peer in shared/peer).
+    TrainStep {
+        /// Teacher shape (the student takes its width).
+        #[arg(long, value_enum, default_value_t = ModelArg::B14)]
+        model: ModelArg,
+        /// Images per step.
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Crop side in pixels (a multiple of 14).
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Timed steps (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelArg {
+    S14,
+    B14,
+    L14,
+}
+
+impl ModelArg {
+    fn config(self) -> crate::vit::VitConfig {
+        use crate::vit::VitConfig;
+        match self {
+            ModelArg::S14 => VitConfig::vit_s14(),
+            ModelArg::B14 => VitConfig::vit_b14(),
+            ModelArg::L14 => VitConfig::vit_l14(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,6 +205,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::device::gpu::bench::format_rows(&rows));
             Ok(())
         }
+        Command::Bench(BenchCommand::Vit {
+            model,
+            size,
+            batch,
+            reps,
+        }) => on_device!(cli, |b| {
+            crate::bench::report::vit(&*b, &model.config(), size, &batch, reps.max(1))
+        }),
+        Command::Bench(BenchCommand::TrainStep {
+            model,
+            batch,
+            size,
+            steps,
+        }) => on_device!(cli, |b| {
+            crate::bench::report::train_step(&*b, model.config(), batch, size, steps.max(1))
+        }),
         Command::Train(a) => on_device!(cli, |b| Ok(dual_student::cli::run_train(a, b)?)),
         Command::Score(a) => on_device!(cli, |b| Ok(dual_student::cli::run_score(a, b)?)),
         Command::Eval(a) => on_device!(cli, |b| Ok(dual_student::cli::run_eval(a, b)?)),

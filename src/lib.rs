@@ -2,6 +2,7 @@
 //! on a CPU backend (the numerical reference) and hand-written CUDA kernels.
 
 pub mod atomic;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod device;

@@ -5,6 +5,7 @@
 // Each bench binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+use kdad::bench::process_cpu_ns;
 use std::time::Instant;
 
 /// The value after `--name` on the command line.
@@ -14,16 +15,6 @@ pub fn arg(name: &str) -> Option<String> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
-}
-
-/// CPU time this process's threads have run, from Linux's per-thread schedstat (ns).
-pub fn process_cpu_ns() -> Option<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
 }
 
 /// One timed run: (wall seconds, CPU seconds of all threads if known).

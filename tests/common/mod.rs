@@ -6,6 +6,7 @@
 pub mod files;
 pub mod op_table;
 pub mod reference;
+pub mod vit_step;
 
 #[allow(unused_imports)] // only the data and eval tests use these
 pub use files::*;
