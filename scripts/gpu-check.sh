@@ -30,6 +30,8 @@ if ! ldconfig -p | grep -q 'libcublasLt\.so\.13'; then
     [ -n "$lt" ] && export LD_LIBRARY_PATH=$(dirname "$lt")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 echo "cuBLASLt: ${lt:-from ldconfig}"
+# cuBLASLt prints why a call it refuses is invalid.
+export CUBLASLT_LOG_LEVEL=${CUBLASLT_LOG_LEVEL:-2}
 
 step "kdad info" 30 "$bin/kdad" info
 step "op table on cuda" 240 "$bin/op_table_cuda" --nocapture

@@ -294,8 +294,8 @@ impl<L: Launcher> Backend for GpuBackend<L> {
             return Ok(());
         }
         // Scratch, each part on a 256-byte boundary (the alignment cuBLASLt's fastest kernels
-        // want): bf16 copies of the f32 operands, and an f32 copy of a bf16 bias (the bias
-        // epilogue reads f32).
+        // want): bf16 copies of the f32 operands, and a copy of the bias in `out`'s type when
+        // it is stored in the other one (the bias epilogue reads the bias in D's type).
         let at = |bytes: usize| bytes.div_ceil(256) * 256;
         let a_spare = match a.storage.dtype() {
             DType::F32 => at(a.numel() * 2),
@@ -305,8 +305,9 @@ impl<L: Launcher> Backend for GpuBackend<L> {
             DType::F32 => at(b.numel() * 2),
             DType::BF16 => 0,
         };
+        let out_dtype = out.storage.dtype();
         let bias_spare = match bias.map(|t| t.storage.dtype()) {
-            Some(DType::BF16) => d.n * 4,
+            Some(dt) if dt != out_dtype => d.n * dtype_bytes(out_dtype),
             _ => 0,
         };
         let scratch = self
@@ -314,17 +315,20 @@ impl<L: Launcher> Backend for GpuBackend<L> {
             .get(&self.launcher, a_spare + b_spare + bias_spare)?;
         let a16 = self.gemm_operand(a, scratch.ptr())?;
         let b16 = self.gemm_operand(b, scratch.ptr().offset(a_spare))?;
-        let bias32 = match bias {
-            Some(t) if t.storage.dtype() == DType::BF16 => {
+        let bias_in_out_type = match bias {
+            Some(t) if t.storage.dtype() != out_dtype => {
                 let spare = scratch.ptr().offset(a_spare + b_spare);
-                self.launch_1d("scaled_copy", d.n, &[p(t), f32(1.0), ptr(spare)])?;
+                let tag = (out_dtype == DType::BF16) as u64;
+                let dst = ptr(DevicePtr(spare.0 | tag));
+                self.launch_1d("scaled_copy", d.n, &[p(t), f32(1.0), dst])?;
                 Some(spare)
             }
             Some(t) => Some(t.storage.ptr()),
             None => None,
         };
         let (m, n, k) = (d.m, d.n, d.k);
-        // The GEMM adds the bias in its epilogue and rounds a bf16 `out` once, after it.
+        // The GEMM adds the bias in its epilogue and rounds a bf16 `out` once, after it (a bias
+        // held in f32 for a bf16 `out` is rounded to bf16 first, by at most 2^-9 of itself).
         self.launcher.gemm(&Gemm {
             m,
             n,
@@ -340,7 +344,7 @@ impl<L: Launcher> Backend for GpuBackend<L> {
             c_bf16: out.storage.dtype() == DType::BF16,
             stride_c: m * n,
             accumulate,
-            bias: bias32,
+            bias: bias_in_out_type,
         })
     }
 

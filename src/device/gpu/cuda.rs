@@ -107,27 +107,34 @@ impl Cuda {
         if let Some(f) = functions.get(kernel) {
             return Ok(f.clone());
         }
+        let no_kernel = || Error::Device(format!("cuda: no embedded module defines kernel {kernel}"));
+        let module_name = KERNEL_MODULES
+            .iter()
+            .find(|(k, _)| *k == kernel)
+            .map(|(_, m)| *m)
+            .ok_or_else(no_kernel)?;
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, fatbin) in FATBINS {
-            let module = match modules.get(name) {
-                Some(m) => m.clone(),
-                None => {
-                    let m = self
-                        .ctx
-                        .load_module(Ptx::from_binary(fatbin.to_vec()))
-                        .map_err(|e| dev_err(&format!("loading module {name}"), e))?;
-                    modules.insert(name, m.clone());
-                    m
-                }
-            };
-            if let Ok(f) = module.load_function(kernel) {
-                functions.insert(kernel, f.clone());
-                return Ok(f);
+        let module = match modules.get(module_name) {
+            Some(m) => m.clone(),
+            None => {
+                let fatbin = FATBINS
+                    .iter()
+                    .find(|(name, _)| *name == module_name)
+                    .map(|(_, f)| *f)
+                    .ok_or_else(no_kernel)?;
+                let m = self
+                    .ctx
+                    .load_module(Ptx::from_binary(fatbin.to_vec()))
+                    .map_err(|e| dev_err(&format!("loading module {module_name}"), e))?;
+                modules.insert(module_name, m.clone());
+                m
             }
-        }
-        Err(Error::Device(format!(
-            "cuda: no embedded module defines kernel {kernel}"
-        )))
+        };
+        let f = module
+            .load_function(kernel)
+            .map_err(|e| dev_err(&format!("{kernel} in module {module_name}"), e))?;
+        functions.insert(kernel, f.clone());
+        Ok(f)
     }
 
     fn bind(&self) -> Result<()> {
@@ -230,8 +237,22 @@ impl Launcher for Cuda {
         let Some(blas) = blas.as_ref() else {
             return Err(Error::Device("cuda: cuBLASLt handle missing".into()));
         };
-        blas.gemm(g, &self.stream)
-            .map_err(|e| dev_err("cuBLASLt matmul", e))
+        blas.gemm(g, &self.stream).map_err(|e| {
+            dev_err(
+                "cuBLASLt",
+                format!(
+                    "{e} (m {}, n {}, k {}, batch {}, {} C, bias {}, accumulate {}; \
+                     CUBLASLT_LOG_LEVEL=2 makes cuBLASLt print why)",
+                    g.m,
+                    g.n,
+                    g.k,
+                    g.batch,
+                    if g.c_bf16 { "bf16" } else { "f32" },
+                    g.bias.is_some(),
+                    g.accumulate
+                ),
+            )
+        })
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -335,13 +356,16 @@ impl BlasLt {
     /// `[n, m]` with ld n. cuBLASLt's bias has one value per row of D, broadcast along its
     /// columns: per column of our row-major C, as [`Gemm::bias`] says.
     ///
-    /// Assumed from NVIDIA's documentation, not checked on a device here: the epilogue adds
-    /// the bias after `beta·C` (so accumulating adds `op(a)·op(b) + bias` into `c`), in f32,
-    /// before the one rounding of a bf16 D; an f32 bias is accepted with a bf16 D when
-    /// `BIAS_DATA_TYPE` says so; the bias batch stride defaults to 0 (one bias for every
-    /// batch); a zero batch stride of A or B (one operand shared by the batch) is valid; and
-    /// k = 0 gives `beta·C + bias` (the shared code never asks for it outside the tests).
-    fn gemm(&self, g: &Gemm, stream: &Arc<CudaStream>) -> std::result::Result<(), CublasError> {
+    /// The bias is in D's type, cuBLASLt's default bias type: on an H200 (cuBLAS 13.0) an f32
+    /// bias with a bf16 D, asked for through `BIAS_DATA_TYPE`, made every such matmul fail
+    /// with `CUBLAS_STATUS_INVALID_VALUE`. Assumed from NVIDIA's documentation and checked by
+    /// the op table on a device: the epilogue adds the bias after `beta·C` (so accumulating
+    /// adds `op(a)·op(b) + bias` into `c`), in f32, before the one rounding of a bf16 D; the
+    /// bias batch stride defaults to 0 (one bias for every batch); a zero batch stride of A or
+    /// B (one operand shared by the batch) is valid; and k = 0 gives `beta·C + bias`.
+    ///
+    /// Errors name the call that failed.
+    fn gemm(&self, g: &Gemm, stream: &Arc<CudaStream>) -> std::result::Result<(), String> {
         let bf16 = cudaDataType::CUDA_R_16BF;
         let c_type = if g.c_bf16 {
             bf16
@@ -375,15 +399,16 @@ impl BlasLt {
                 }
                 Ok::<_, CublasError>(l)
             };
-            let lt_a = layout(bf16, b_rows, b_cols, g.stride_b)?;
-            let lt_b = layout(bf16, a_rows, a_cols, g.stride_a)?;
-            let lt_c = layout(c_type, g.n, g.m, g.stride_c)?;
+            let lt_a = layout(bf16, b_rows, b_cols, g.stride_b).map_err(at("layout of A"))?;
+            let lt_b = layout(bf16, a_rows, a_cols, g.stride_a).map_err(at("layout of B"))?;
+            let lt_c = layout(c_type, g.n, g.m, g.stride_c).map_err(at("layout of C"))?;
 
             let desc = Desc(
                 lt::create_matmul_desc(
                     cublasComputeType_t::CUBLAS_COMPUTE_32F,
                     cudaDataType::CUDA_R_32F,
-                )?,
+                )
+                .map_err(at("matmul descriptor"))?,
                 lt::destroy_matmul_desc,
             );
             let set = |attr, buf: *const std::ffi::c_void, size| {
@@ -391,22 +416,21 @@ impl BlasLt {
             };
             use cublasLtMatmulDescAttributes_t as D;
             let (trans_a, trans_b) = (g.b_trans as i32, g.a_trans as i32);
-            set(D::CUBLASLT_MATMUL_DESC_TRANSA, ptr_of(&trans_a), 4)?;
-            set(D::CUBLASLT_MATMUL_DESC_TRANSB, ptr_of(&trans_b), 4)?;
+            set(D::CUBLASLT_MATMUL_DESC_TRANSA, ptr_of(&trans_a), 4).map_err(at("TRANSA"))?;
+            set(D::CUBLASLT_MATMUL_DESC_TRANSB, ptr_of(&trans_b), 4).map_err(at("TRANSB"))?;
             if let Some(bias) = g.bias {
                 let epilogue = cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
-                set(D::CUBLASLT_MATMUL_DESC_EPILOGUE, ptr_of(&epilogue), 4)?;
-                set(D::CUBLASLT_MATMUL_DESC_BIAS_POINTER, ptr_of(&bias.0), 8)?;
-                let bias_type = cudaDataType::CUDA_R_32F;
-                set(
-                    D::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                    ptr_of(&bias_type),
-                    4,
-                )?;
+                set(D::CUBLASLT_MATMUL_DESC_EPILOGUE, ptr_of(&epilogue), 4)
+                    .map_err(at("EPILOGUE"))?;
+                set(D::CUBLASLT_MATMUL_DESC_BIAS_POINTER, ptr_of(&bias.0), 8)
+                    .map_err(at("BIAS_POINTER"))?;
             }
 
             let (workspace, _in_use) = self.workspace.device_ptr(stream);
-            let pref = Desc(lt::create_matmul_pref()?, lt::destroy_matmul_pref);
+            let pref = Desc(
+                lt::create_matmul_pref().map_err(at("preference"))?,
+                lt::destroy_matmul_pref,
+            );
             use cublasLtMatmulPreferenceAttributes_t as P;
             let bytes = self.workspace.len() as u64;
             let pref_set =
@@ -416,23 +440,28 @@ impl BlasLt {
                 P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                 ptr_of(&bytes),
                 8,
-            )?;
+            )
+            .map_err(at("workspace preference"))?;
             pref_set(
                 P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
                 &alignment(g.b.0),
-            )?;
+            )
+            .map_err(at("alignment of A"))?;
             pref_set(
                 P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                 &alignment(g.a.0),
-            )?;
+            )
+            .map_err(at("alignment of B"))?;
             pref_set(
                 P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
                 &alignment(g.c.0),
-            )?;
+            )
+            .map_err(at("alignment of C"))?;
             pref_set(
                 P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                 &alignment(g.c.0),
-            )?;
+            )
+            .map_err(at("alignment of D"))?;
 
             let heuristic = lt::get_matmul_algo_heuristic(
                 self.handle,
@@ -442,7 +471,8 @@ impl BlasLt {
                 lt_c.0,
                 lt_c.0,
                 pref.0,
-            )?;
+            )
+            .map_err(at("algorithm heuristic"))?;
             let (alpha, beta) = (1f32, if g.accumulate { 1f32 } else { 0f32 });
             lt::matmul(
                 self.handle,
@@ -462,8 +492,14 @@ impl BlasLt {
                 self.workspace.len(),
                 stream.cu_stream() as *mut _,
             )
+            .map_err(at("matmul"))
         }
     }
+}
+
+/// Maps a cuBLASLt error to a message naming the call that failed.
+fn at(what: &'static str) -> impl Fn(CublasError) -> String {
+    move |e| format!("{what}: {e:?}")
 }
 
 /// `v` as the untyped attribute buffer cuBLASLt's setters take.

@@ -185,7 +185,14 @@ impl Launcher for Emu {
         };
         let (a, b) = (bf(g.a, a_len), bf(g.b, b_len));
         let c_len = g.stride_c * (g.batch - 1) + g.m * g.n;
-        let bias: Option<&[f32]> = g.bias.map(|p| bytemuck::cast_slice(host(p, g.n * 4)));
+        // The bias in `c`'s type, widened to f32 as cuBLASLt's epilogue reads it.
+        let bias: Option<Vec<f32>> = g.bias.map(|p| {
+            if g.c_bf16 {
+                bf(p, g.n).iter().map(|v| v.to_f32()).collect()
+            } else {
+                bytemuck::cast_slice(host(p, g.n * 4)).to_vec()
+            }
+        });
         // Row r, column col of batch i: the f32 sum of the bf16 products, added to the old
         // value when accumulating, then the bias; a bf16 output is rounded once, at the end,
         // as cuBLASLt's bias epilogue does.
@@ -209,7 +216,7 @@ impl Launcher for Emu {
         };
         let value = |old: f32, i: usize, r: usize, col: usize| -> f32 {
             let v = if g.accumulate { old } else { 0.0 } + dot(i, r, col);
-            bias.map_or(v, |b| v + b[col])
+            bias.as_ref().map_or(v, |b| v + b[col])
         };
         for i in 0..g.batch {
             let rows = i * g.stride_c..i * g.stride_c + g.m * g.n;

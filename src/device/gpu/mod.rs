@@ -116,8 +116,10 @@ pub struct Gemm {
     pub stride_c: usize,
     /// Add into `c` (beta = 1) instead of overwriting it.
     pub accumulate: bool,
-    /// f32 `[n]` added to every output row of every batch, after the accumulation and before
-    /// the store (cuBLASLt's bias epilogue), so a bf16 `c` is still rounded once.
+    /// `[n]` in `c`'s type (bf16 when `c_bf16`, else f32: the bias type cuBLASLt's bias
+    /// epilogue takes by default, and the one it supports for every output type), added in
+    /// f32 to every output row of every batch after the accumulation and before the store, so
+    /// a bf16 `c` is still rounded once.
     pub bias: Option<DevicePtr>,
 }
 
