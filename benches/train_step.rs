@@ -51,10 +51,7 @@ fn main() -> kdad::Result<()> {
         phase_list(&wall)
     );
     let cpu: [f64; 4] = std::array::from_fn(|k| med(&|t| t.cpu_ms.map(|c| c[k])));
-    println!(
-        "on-CPU time of all threads, median: {}",
-        phase_list(&cpu)
-    );
+    println!("on-CPU time of all threads, median: {}", phase_list(&cpu));
     Ok(())
 }
 

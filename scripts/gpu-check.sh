@@ -30,8 +30,9 @@ if ! ldconfig -p | grep -q 'libcublasLt\.so\.13'; then
     [ -n "$lt" ] && export LD_LIBRARY_PATH=$(dirname "$lt")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 echo "cuBLASLt: ${lt:-from ldconfig}"
-# cuBLASLt prints why a call it refuses is invalid.
-export CUBLASLT_LOG_LEVEL=${CUBLASLT_LOG_LEVEL:-2}
+# cuBLASLt prints why a call it refuses is invalid (level 1: errors only; 2 and up trace
+# every call).
+export CUBLASLT_LOG_LEVEL=${CUBLASLT_LOG_LEVEL:-1}
 
 step "kdad info" 30 "$bin/kdad" info
 step "op table on cuda" 240 "$bin/op_table_cuda" --nocapture
@@ -47,6 +48,11 @@ step "bench vit S/14 224" 120 "$bin/kdad" --device cuda bench vit --model s14 --
 for b in 2 16; do
     step "bench train-step batch $b" 120 "$bin/kdad" --device cuda bench train-step --batch "$b" --steps 10
 done
+# Where the time goes: GPU time per kernel and GEMM shape (warm-up included).
+export KDAD_CUDA_PROFILE=1
+step "profile vit B/14 224 batch 64" 60 "$bin/kdad" --device cuda bench vit --batch 64 --reps 3
+step "profile train-step batch 16" 60 "$bin/kdad" --device cuda bench train-step --batch 16 --steps 3
+unset KDAD_CUDA_PROFILE
 if [ -e "$bundle/teacher.safetensors" ] && [ -d "$bundle/data" ]; then
     run=/tmp/kdad-e2e
     rm -rf "$run"

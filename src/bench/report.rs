@@ -83,9 +83,8 @@ pub fn train_step<B: Backend>(
             timed.push(t);
         }
     }
-    let med = |f: &dyn Fn(&StepTimes) -> f64| {
-        super::median(&timed.iter().map(f).collect::<Vec<_>>())
-    };
+    let med =
+        |f: &dyn Fn(&StepTimes) -> f64| super::median(&timed.iter().map(f).collect::<Vec<_>>());
     let total = med(&|t| t.total_ms());
     let phases: Vec<String> = PHASES
         .iter()

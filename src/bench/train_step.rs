@@ -99,7 +99,8 @@ impl<B: Backend> TrainStep<B> {
         be.synchronize()?;
         (wall[3], cpu_at[3]) = (Instant::now(), cpu());
         be.clip_grad_norm(&mut self.ed.grads_mut(), self.cfg.clip)?;
-        self.opt.step(be, &mut self.ed.params_mut(), self.cfg.lr as f32)?;
+        self.opt
+            .step(be, &mut self.ed.params_mut(), self.cfg.lr as f32)?;
         be.synchronize()?;
         (wall[4], cpu_at[4]) = (Instant::now(), cpu());
         let wall_ms = std::array::from_fn(|i| (wall[i + 1] - wall[i]).as_secs_f64() * 1e3);

@@ -225,7 +225,8 @@ pub fn matches_f32_cpu<B: Backend>(other: &B) {
             if g.data[k].abs() > 0.05 * gmax {
                 assert!(
                     (dw - dg).abs() < 1e-2 * lr,
-                    "update of {name}[{k}]: cpu {dw}, {} {dg}", other.name()
+                    "update of {name}[{k}]: cpu {dw}, {} {dg}",
+                    other.name()
                 );
             }
         }

@@ -16,7 +16,7 @@ use cudarc::cublaslt::sys::{
 };
 use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUfunction_attribute_enum};
 use cudarc::driver::{
-    result, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr as _,
+    result, CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr as _,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -78,6 +78,9 @@ pub struct Cuda {
     blas: Mutex<Option<BlasLt>>,
     /// First failure of a `free` (which runs in `Drop`), reported by `synchronize`.
     deferred: Mutex<Option<String>>,
+    /// With `KDAD_CUDA_PROFILE` set: (kernel or GEMM shape, start, end) of every launch,
+    /// reported per kernel when the launcher is dropped (see [`super::profile`]).
+    spans: Option<Mutex<Vec<(String, CudaEvent, CudaEvent)>>>,
 }
 
 impl Cuda {
@@ -98,7 +101,38 @@ impl Cuda {
             functions: Mutex::default(),
             blas: Mutex::default(),
             deferred: Mutex::default(),
+            spans: std::env::var_os("KDAD_CUDA_PROFILE")
+                .filter(|v| !v.is_empty() && v != "0")
+                .map(|_| Mutex::default()),
         })
+    }
+
+    /// Run `work` (which enqueues on the stream), bracketed by events when profiling.
+    fn profiled(
+        &self,
+        name: impl FnOnce() -> String,
+        work: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let Some(spans) = &self.spans else {
+            return work();
+        };
+        let event = || {
+            let e = self
+                .ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| dev_err("profiling event", e))?;
+            e.record(&self.stream)
+                .map_err(|e| dev_err("profiling event", e))?;
+            Ok::<_, Error>(e)
+        };
+        let start = event()?;
+        work()?;
+        let end = event()?;
+        spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name(), start, end));
+        Ok(())
     }
 
     /// The function `kernel`, from whichever embedded module defines it.
@@ -107,7 +141,8 @@ impl Cuda {
         if let Some(f) = functions.get(kernel) {
             return Ok(f.clone());
         }
-        let no_kernel = || Error::Device(format!("cuda: no embedded module defines kernel {kernel}"));
+        let no_kernel =
+            || Error::Device(format!("cuda: no embedded module defines kernel {kernel}"));
         let module_name = KERNEL_MODULES
             .iter()
             .find(|(k, _)| *k == kernel)
@@ -213,19 +248,24 @@ impl Launcher for Cuda {
         let mut slots: Vec<[u8; 8]> = args.iter().map(|a| a.to_slot()).collect();
         let mut params: Vec<*mut std::ffi::c_void> =
             slots.iter_mut().map(|s| s.as_mut_ptr().cast()).collect();
-        // SAFETY: `params` holds one pointer per kernel parameter, in order, each to a value
-        // of the parameter's size; the driver copies them before returning.
-        unsafe {
-            result::launch_kernel(
-                f.cu_function(),
-                cfg.grid,
-                cfg.block,
-                cfg.smem,
-                self.stream.cu_stream(),
-                &mut params,
-            )
-        }
-        .map_err(|e| dev_err(&format!("launching {kernel}"), e))
+        self.profiled(
+            || kernel.to_string(),
+            || {
+                // SAFETY: `params` holds one pointer per kernel parameter, in order, each to a
+                // value of the parameter's size; the driver copies them before returning.
+                unsafe {
+                    result::launch_kernel(
+                        f.cu_function(),
+                        cfg.grid,
+                        cfg.block,
+                        cfg.smem,
+                        self.stream.cu_stream(),
+                        &mut params,
+                    )
+                }
+                .map_err(|e| dev_err(&format!("launching {kernel}"), e))
+            },
+        )
     }
 
     fn gemm(&self, g: &Gemm) -> Result<()> {
@@ -237,21 +277,32 @@ impl Launcher for Cuda {
         let Some(blas) = blas.as_ref() else {
             return Err(Error::Device("cuda: cuBLASLt handle missing".into()));
         };
-        blas.gemm(g, &self.stream).map_err(|e| {
-            dev_err(
-                "cuBLASLt",
-                format!(
-                    "{e} (m {}, n {}, k {}, batch {}, {} C, bias {}, accumulate {}; \
+        let shape = || {
+            let batch = if g.batch > 1 {
+                format!("{}x", g.batch)
+            } else {
+                String::new()
+            };
+            let bias = if g.bias.is_some() { " +bias" } else { "" };
+            format!("gemm {batch}{}x{}x{}{bias}", g.m, g.n, g.k)
+        };
+        self.profiled(shape, || {
+            blas.gemm(g, &self.stream).map_err(|e| {
+                dev_err(
+                    "cuBLASLt",
+                    format!(
+                        "{e} (m {}, n {}, k {}, batch {}, {} C, bias {}, accumulate {}; \
                      CUBLASLT_LOG_LEVEL=2 makes cuBLASLt print why)",
-                    g.m,
-                    g.n,
-                    g.k,
-                    g.batch,
-                    if g.c_bf16 { "bf16" } else { "f32" },
-                    g.bias.is_some(),
-                    g.accumulate
-                ),
-            )
+                        g.m,
+                        g.n,
+                        g.k,
+                        g.batch,
+                        if g.c_bf16 { "bf16" } else { "f32" },
+                        g.bias.is_some(),
+                        g.accumulate
+                    ),
+                )
+            })
         })
     }
 
@@ -282,6 +333,27 @@ impl Launcher for Cuda {
         end.record(&self.stream).map_err(|e| dev_err("event", e))?;
         let ms = start.elapsed_ms(&end).map_err(|e| dev_err("event", e))?;
         Ok(Some(ms as f64))
+    }
+}
+
+impl Drop for Cuda {
+    /// Prints the profile, if one was recorded: the one place that sees every launch of a
+    /// run, whichever command or embedder drove it.
+    fn drop(&mut self) {
+        let Some(spans) = self.spans.take() else {
+            return;
+        };
+        let spans = spans.into_inner().unwrap_or_else(|p| p.into_inner());
+        if self.stream.synchronize().is_err() {
+            return;
+        }
+        let timed = spans
+            .iter()
+            .filter_map(|(name, a, b)| Some((name.clone(), a.elapsed_ms(b).ok()? as f64)));
+        eprint!(
+            "{}",
+            super::profile::format(&super::profile::aggregate(timed))
+        );
     }
 }
 
