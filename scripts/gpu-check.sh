@@ -65,3 +65,10 @@ fi
 if python3 -c 'import torch, timm' 2>/dev/null; then
     step "PyTorch peer" 300 python3 "$bundle/torch_gpu.py" --peer-dir "$bundle"
 fi
+# Why the attention kernels run where they do: Nsight Compute's speed-of-light, occupancy and
+# warp-stall sections for the first launches of each (one replayed launch each).
+if command -v ncu >/dev/null; then
+    step "ncu attention kernels" 180 ncu --clock-control none -k 'regex:flash_attn|linear_attn' -c 5 \
+        --section SpeedOfLight --section Occupancy --section WarpStateStats \
+        "$bin/kdad" --device cuda bench kernels --reps 1
+fi
