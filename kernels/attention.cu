@@ -6,9 +6,13 @@
 // Softmax attention (flash attention, FlashAttention-2 style, bf16 tensor cores, f32
 // accumulation; head dims up to 64: a smaller head is zero-padded to 64 in shared memory,
 // which leaves q·k and the stored outputs unchanged):
-//   flash_attn_fwd        grid (ceil(N / 64), B·H), 4 warps; each warp owns 16 query rows.
-//                         Q (64×64) is loaded as bf16 into shared memory once (bf16 storage
-//                         is copied, f32 is rounded); for every 64-key block K and V are, S = Q·Kᵀ and O += P·V run as
+//   flash_attn_fwd        grid (ceil(N / 64), B·H), 4 warps; each warp owns 16 query rows;
+//                         at most 128 registers (4 blocks per SM); 45 KB dynamic smem (Q and
+//                         two K/V buffers). Q (64×64) is loaded as bf16 into shared memory
+//                         once (bf16 storage is copied, f32 is rounded); K and V of the next
+//                         64-key block stream in with cp.async while the current one is
+//                         computed on (bf16 storage with dh = 64; otherwise they are loaded
+//                         synchronously), and S = Q·Kᵀ and O += P·V run as
 //                         mma.m16n8k16 with ldmatrix-fed fragments (V through .trans), and
 //                         the online softmax rescales O; keys ≥ N are masked to -inf, query
 //                         rows ≥ N are computed but not stored. Writes out [B, N, D] and
@@ -243,6 +247,26 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* dst, In qkv, const attn
     load_rows(dst, qkv, hd.n, hd.dh, row0, [&](int s, int c) { return hd.qkv(b, s, which, h, c); });
 }
 
+// load_tile, but asynchronous where it can be: bf16 storage with dh = 64 (every DINOv2 ViT)
+// has 16-byte-aligned 8-element chunks, copied with cp.async (rows past the sequence are
+// zero-filled) so that the next tile streams in while the current one is computed on; other
+// operands are converted through registers, synchronously. Either way the tile is ready after
+// the caller's cp_async_wait and __syncthreads.
+__device__ __forceinline__ void stage_tile(__nv_bfloat16* dst, In qkv, const attn::Heads& hd, int b, int h,
+                                           int which, int row0) {
+    if (!qkv.bf16() || hd.dh != kD) {
+        load_tile(dst, qkv, hd, b, h, which, row0);
+        return;
+    }
+    const __nv_bfloat16* src = qkv.bf16p();
+    for (int e = threadIdx.x; e < kRows * (kD / 8); e += blockDim.x) {
+        const int r = e / (kD / 8), c = (e % (kD / 8)) * 8, s = row0 + r;
+        // A row past the end reads nothing (0 source bytes); its address only has to be valid.
+        const int s_safe = s < hd.n ? s : hd.n - 1;
+        cp_async_16_zfill(dst + r * kStride + c, src + hd.qkv(b, s_safe, which, h, c), s < hd.n ? 16u : 0u);
+    }
+}
+
 // The A fragments (16 rows × 64) of rows [r0, r0 + 16) of a [64][kStride] tile, one per
 // 16-wide k step: ldmatrix.x4 matrices (rows 0-7 | 8-15) × (cols 0-7 | 8-15) are a0..a3.
 __device__ __forceinline__ void a_frags(uint32_t a[kD / 16][4], const __nv_bfloat16* tile, int r0, int lane) {
@@ -262,19 +286,27 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 }  // namespace flash
 
-extern "C" __global__ void flash_attn_fwd(In qkv, Out out, float* lse, int n, int dim, int heads, float scale) {
+// __launch_bounds__: at most 128 registers, so that 4 blocks (16 warps) fit an SM and hide
+// the latency the tile copies leave.
+extern "C" __global__ void __launch_bounds__(128, 4)
+    flash_attn_fwd(In qkv, Out out, float* lse, int n, int dim, int heads, float scale) {
     using flash::kD;
     using flash::kRows;
     using flash::kStride;
     KDAD_DYN_SMEM;
+    // Q, then two buffers of (K, V): block k0 is computed on while block k0 + 64 streams in.
     __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-    __nv_bfloat16* sk = sq + kRows * kStride;
-    __nv_bfloat16* sv = sk + kRows * kStride;
+    constexpr int kTile = kRows * kStride;
     const attn::Heads hd{n, dim, dim / heads};
     const int b = blockIdx.y / heads, h = blockIdx.y % heads, q0 = blockIdx.x * kRows;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
 
-    flash::load_tile(sq, qkv, hd, b, h, 0, q0);
+    flash::stage_tile(sq, qkv, hd, b, h, 0, q0);
+    cp_async_commit();
+    flash::stage_tile(sq + kTile, qkv, hd, b, h, 1, 0);
+    flash::stage_tile(sq + 2 * kTile, qkv, hd, b, h, 2, 0);
+    cp_async_commit();
+    cp_async_wait<1>();  // Q has landed (K and V of the first block may still fly)
     __syncthreads();
     uint32_t qa[kD / 16][4];
     flash::a_frags(qa, sq, warp * 16, lane);
@@ -283,10 +315,19 @@ extern "C" __global__ void flash_attn_fwd(In qkv, Out out, float* lse, int n, in
     const float sl2 = scale * 1.4426950408889634f;
     float o[kD / 8][4] = {};
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
-    for (int k0 = 0; k0 < n; k0 += kRows) {
-        __syncthreads();  // every warp is done with the previous K and V
-        flash::load_tile(sk, qkv, hd, b, h, 1, k0);
-        flash::load_tile(sv, qkv, hd, b, h, 2, k0);
+    for (int k0 = 0, buf = 0; k0 < n; k0 += kRows, buf ^= 1) {
+        const __nv_bfloat16* sk = sq + (1 + 2 * buf) * kTile;
+        const __nv_bfloat16* sv = sk + kTile;
+        if (k0 + kRows < n) {
+            // The other buffer was last read in the previous step, which ended in a barrier.
+            __nv_bfloat16* nk = sq + (1 + 2 * (buf ^ 1)) * kTile;
+            flash::stage_tile(nk, qkv, hd, b, h, 1, k0 + kRows);
+            flash::stage_tile(nk + kTile, qkv, hd, b, h, 2, k0 + kRows);
+            cp_async_commit();
+            cp_async_wait<1>();  // this step's tiles have landed; the next ones may still fly
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
 
         // S = Q·Kᵀ: 8 tiles of 8 keys. K rows are the B operand's columns, so ldmatrix
@@ -347,6 +388,7 @@ extern "C" __global__ void flash_attn_fwd(In qkv, Out out, float* lse, int n, in
                 mma_m16n8k16_bf16(o[dt + 1], pa, vb + 2, o[dt + 1]);
             }
         }
+        __syncthreads();  // every warp is done with this buffer before it is refilled
     }
 
     for (int r = 0; r < 2; ++r) {

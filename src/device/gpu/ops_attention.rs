@@ -58,7 +58,8 @@ impl<L: Launcher> GpuBackend<L> {
                 1,
             ),
             block: (128, 1, 1),
-            smem: (3 * FLASH_ROWS * FLASH_STRIDE * 2) as u32,
+            // Q and two (K, V) buffers, bf16: 45 KiB.
+            smem: (5 * FLASH_ROWS * FLASH_STRIDE * 2) as u32,
         };
         let mut args = vec![p(qkv), p(out), p(lse)];
         args.extend(dims_args(OP, &s)?);
