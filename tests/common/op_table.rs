@@ -1060,6 +1060,7 @@ fn table() -> Vec<Call> {
     t.extend(gelu_cases(g, &[5, 1]));
     t.extend(residual_cases(g, &[2, 13, 384], true));
     t.extend(residual_cases(g, &[7, 3], false));
+    t.extend(residual_cases(g, &[3, 8], false));
     t.extend(dropout_cases(g, &[13, 768], 0.2, 7));
     t.extend(dropout_cases(g, &[3, 1], 0.0, 8));
     t.push(patchify_case(g, 2, 3, 28, 14, 14));
