@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::cublaslt::result::{self as lt, CublasError};
 use cudarc::cublaslt::sys::{
-    cublasComputeType_t, cublasLtEpilogue_t, cublasLtHandle_t, cublasLtMatmulDescAttributes_t,
-    cublasLtMatmulPreferenceAttributes_t, cublasLtMatrixLayoutAttribute_t, cudaDataType,
+    cublasComputeType_t, cublasLtEpilogue_t, cublasLtHandle_t, cublasLtMatmulAlgo_t,
+    cublasLtMatmulDescAttributes_t, cublasLtMatmulDesc_t, cublasLtMatmulPreferenceAttributes_t,
+    cublasLtMatrixLayoutAttribute_t, cublasLtMatrixLayout_t, cudaDataType,
 };
 use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUfunction_attribute_enum};
 use cudarc::driver::{
@@ -274,7 +275,7 @@ impl Launcher for Cuda {
         if blas.is_none() {
             *blas = Some(BlasLt::new(&self.ctx, &self.stream)?);
         }
-        let Some(blas) = blas.as_ref() else {
+        let Some(blas) = blas.as_mut() else {
             return Err(Error::Device("cuda: cuBLASLt handle missing".into()));
         };
         let shape = || {
@@ -365,6 +366,61 @@ impl Drop for Cuda {
 struct BlasLt {
     handle: cublasLtHandle_t,
     workspace: CudaSlice<u8>,
+    /// Descriptors and algorithm per GEMM shape: building them and asking the heuristic
+    /// costs more CPU time than launching a small GEMM, and a model repeats a few shapes.
+    plans: HashMap<PlanKey, Plan>,
+}
+
+/// Bounds the plan cache: a workload that keeps changing shapes rebuilds instead of growing.
+const MAX_PLANS: usize = 512;
+
+/// What a plan depends on: everything of a [`Gemm`] but its addresses (except their
+/// alignments, which the heuristic is told) and beta.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct PlanKey {
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+    a_trans: bool,
+    b_trans: bool,
+    strides: [usize; 3],
+    c_bf16: bool,
+    bias: bool,
+    /// Of a, b, c and the bias (0 without one).
+    alignments: [u32; 4],
+}
+
+impl PlanKey {
+    fn of(g: &Gemm) -> Self {
+        PlanKey {
+            m: g.m,
+            n: g.n,
+            k: g.k,
+            batch: g.batch,
+            a_trans: g.a_trans,
+            b_trans: g.b_trans,
+            strides: [g.stride_a, g.stride_b, g.stride_c],
+            c_bf16: g.c_bf16,
+            bias: g.bias.is_some(),
+            alignments: [
+                alignment(g.a.0),
+                alignment(g.b.0),
+                alignment(g.c.0),
+                g.bias.map_or(0, |p| alignment(p.0)),
+            ],
+        }
+    }
+}
+
+/// cuBLASLt's A, B and C/D layouts (our b, a and c), the matmul descriptor and the chosen
+/// algorithm for one [`PlanKey`].
+struct Plan {
+    a: Desc<cublasLtMatrixLayout_t>,
+    b: Desc<cublasLtMatrixLayout_t>,
+    c: Desc<cublasLtMatrixLayout_t>,
+    desc: Desc<cublasLtMatmulDesc_t>,
+    algo: cublasLtMatmulAlgo_t,
 }
 
 // SAFETY: the handle is used under `Cuda::blas`'s lock only, on the context's one stream.
@@ -413,7 +469,11 @@ impl BlasLt {
         let workspace =
             unsafe { stream.alloc::<u8>(bytes) }.map_err(|e| dev_err("cuBLASLt workspace", e))?;
         let handle = lt::create_handle().map_err(|e| dev_err("cuBLASLt", e))?;
-        Ok(BlasLt { handle, workspace })
+        Ok(BlasLt {
+            handle,
+            workspace,
+            plans: HashMap::new(),
+        })
     }
 
     /// `g` as one `cublasLtMatmul`: `D = alpha·op(A)·op(B) + beta·C`, then the bias epilogue,
@@ -430,14 +490,64 @@ impl BlasLt {
     ///
     /// The bias is in D's type, cuBLASLt's default bias type: on an H200 (cuBLAS 13.0) an f32
     /// bias with a bf16 D, asked for through `BIAS_DATA_TYPE`, made every such matmul fail
-    /// with `CUBLAS_STATUS_INVALID_VALUE`. Assumed from NVIDIA's documentation and checked by
-    /// the op table on a device: the epilogue adds the bias after `beta·C` (so accumulating
+    /// with `CUBLAS_STATUS_INVALID_VALUE`, and with the bias in D's type the op table passes.
+    /// Assumed from NVIDIA's documentation and checked by the op table on that device: the epilogue adds the bias after `beta·C` (so accumulating
     /// adds `op(a)·op(b) + bias` into `c`), in f32, before the one rounding of a bf16 D; the
     /// bias batch stride defaults to 0 (one bias for every batch); a zero batch stride of A or
     /// B (one operand shared by the batch) is valid; and k = 0 gives `beta·C + bias`.
     ///
-    /// Errors name the call that failed.
-    fn gemm(&self, g: &Gemm, stream: &Arc<CudaStream>) -> std::result::Result<(), String> {
+    /// The descriptors and the heuristic's algorithm are built once per [`PlanKey`] and
+    /// reused; errors name the call that failed.
+    fn gemm(&mut self, g: &Gemm, stream: &Arc<CudaStream>) -> std::result::Result<(), String> {
+        let key = PlanKey::of(g);
+        if !self.plans.contains_key(&key) {
+            if self.plans.len() >= MAX_PLANS {
+                self.plans.clear();
+            }
+            let plan = self.plan(g)?;
+            self.plans.insert(key, plan);
+        }
+        let plan = &self.plans[&key];
+        let (workspace, _in_use) = self.workspace.device_ptr(stream);
+        let (alpha, beta) = (1f32, if g.accumulate { 1f32 } else { 0f32 });
+        // SAFETY: the plan's descriptors are alive (owned by the cache) and were made for this
+        // shape, transposes, types, strides and alignments; the bias pointer attribute is a
+        // device address (8 bytes), set on this plan right before its one use here, under
+        // `Cuda::blas`'s lock; the shared code sized every operand for `g`.
+        unsafe {
+            if let Some(bias) = g.bias {
+                lt::set_matmul_desc_attribute(
+                    plan.desc.0,
+                    cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    ptr_of(&bias.0),
+                    8,
+                )
+                .map_err(at("BIAS_POINTER"))?;
+            }
+            lt::matmul(
+                self.handle,
+                plan.desc.0,
+                ptr_of(&alpha),
+                ptr_of(&beta),
+                g.b.0 as *const _,
+                plan.a.0,
+                g.a.0 as *const _,
+                plan.b.0,
+                g.c.0 as *const _,
+                plan.c.0,
+                g.c.0 as *mut _,
+                plan.c.0,
+                &plan.algo,
+                workspace as *mut _,
+                self.workspace.len(),
+                stream.cu_stream() as *mut _,
+            )
+            .map_err(at("matmul"))
+        }
+    }
+
+    /// The descriptors and algorithm for GEMMs like `g` (all but its addresses and beta).
+    fn plan(&self, g: &Gemm) -> std::result::Result<Plan, String> {
         let bf16 = cudaDataType::CUDA_R_16BF;
         let c_type = if g.c_bf16 {
             bf16
@@ -448,9 +558,8 @@ impl BlasLt {
         let (a_rows, a_cols) = if g.a_trans { (g.m, g.k) } else { (g.k, g.m) };
         // SAFETY (whole block): every descriptor is created here, wrapped for destruction,
         // and used only while alive; attribute buffers are values of the attribute's type
-        // (32-bit for transposes, the epilogue, the data type and the batch count; int64 for
-        // batch strides; a device pointer for the bias; uint64 for the workspace size;
-        // uint32 for alignments); the shared code sized every operand for `g`.
+        // (32-bit for transposes, the epilogue and the batch count; int64 for batch strides;
+        // uint64 for the workspace size; uint32 for alignments).
         unsafe {
             let layout = |dtype, rows: usize, cols: usize, stride: usize| {
                 let l = Desc(
@@ -471,9 +580,9 @@ impl BlasLt {
                 }
                 Ok::<_, CublasError>(l)
             };
-            let lt_a = layout(bf16, b_rows, b_cols, g.stride_b).map_err(at("layout of A"))?;
-            let lt_b = layout(bf16, a_rows, a_cols, g.stride_a).map_err(at("layout of B"))?;
-            let lt_c = layout(c_type, g.n, g.m, g.stride_c).map_err(at("layout of C"))?;
+            let a = layout(bf16, b_rows, b_cols, g.stride_b).map_err(at("layout of A"))?;
+            let b = layout(bf16, a_rows, a_cols, g.stride_a).map_err(at("layout of B"))?;
+            let c = layout(c_type, g.n, g.m, g.stride_c).map_err(at("layout of C"))?;
 
             let desc = Desc(
                 lt::create_matmul_desc(
@@ -494,11 +603,10 @@ impl BlasLt {
                 let epilogue = cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
                 set(D::CUBLASLT_MATMUL_DESC_EPILOGUE, ptr_of(&epilogue), 4)
                     .map_err(at("EPILOGUE"))?;
+                // The heuristic may look at the pointer; `gemm` sets each call's own.
                 set(D::CUBLASLT_MATMUL_DESC_BIAS_POINTER, ptr_of(&bias.0), 8)
                     .map_err(at("BIAS_POINTER"))?;
             }
-
-            let (workspace, _in_use) = self.workspace.device_ptr(stream);
             let pref = Desc(
                 lt::create_matmul_pref().map_err(at("preference"))?,
                 lt::destroy_matmul_pref,
@@ -535,36 +643,16 @@ impl BlasLt {
             )
             .map_err(at("alignment of D"))?;
 
-            let heuristic = lt::get_matmul_algo_heuristic(
-                self.handle,
-                desc.0,
-                lt_a.0,
-                lt_b.0,
-                lt_c.0,
-                lt_c.0,
-                pref.0,
-            )
-            .map_err(at("algorithm heuristic"))?;
-            let (alpha, beta) = (1f32, if g.accumulate { 1f32 } else { 0f32 });
-            lt::matmul(
-                self.handle,
-                desc.0,
-                ptr_of(&alpha),
-                ptr_of(&beta),
-                g.b.0 as *const _,
-                lt_a.0,
-                g.a.0 as *const _,
-                lt_b.0,
-                g.c.0 as *const _,
-                lt_c.0,
-                g.c.0 as *mut _,
-                lt_c.0,
-                &heuristic.algo,
-                workspace as *mut _,
-                self.workspace.len(),
-                stream.cu_stream() as *mut _,
-            )
-            .map_err(at("matmul"))
+            let heuristic =
+                lt::get_matmul_algo_heuristic(self.handle, desc.0, a.0, b.0, c.0, c.0, pref.0)
+                    .map_err(at("algorithm heuristic"))?;
+            Ok(Plan {
+                a,
+                b,
+                c,
+                desc,
+                algo: heuristic.algo,
+            })
         }
     }
 }
