@@ -20,22 +20,36 @@
 //                         element, ceil(N/64) times for k, v, from L2 in practice), out
 //                         written once (s per element).
 //
-// Linear attention (Dinomaly's, φ(t) = elu(t) + 1), f32 on CUDA cores (its cost is O(N·dh²),
-// small next to the GEMMs around it):
-//   linear_attn_fwd       grid B·H, 256 threads, dynamic smem (dh² + 73·dh floats, 35 KB at
-//                         dh = 64): KV = Σ φ(k)ᵀv and Σ φ(k) over 32-token tiles, then one
-//                         warp per token: out = φ(q)·KV / (φ(q)·Σφ(k) + eps). 2·N·dh²·2 FLOPs.
-//   linear_attn_bwd       grid B·H, 256 threads, dynamic smem (2·dh² + 82·dh + 32 floats,
-//                         54 KB at dh = 64): recomputes KV, then per token dq and the sums dKV,
-//                         dΣφ(k) (32-token tiles), then per token dk, dv. ~4× the forward.
+// Linear attention (Dinomaly's, φ(t) = elu(t) + 1; head dims up to 64), f32 on CUDA cores.
+// The tokens of a head are split into 64-token chunks, one block each (B·H·ceil(N / 64)
+// blocks: 1248 at B 8, N 785, H 12), 256 threads, each owning a 4×4 register tile of a
+// product read from shared memory as float4s. Sums over a head's tokens are per-chunk f32
+// partials in scratch, added up in chunk order by linear_attn_sum: deterministic, no atomics.
+// Shared matrices are 64 rows × (dh rounded up to 4, + 4) floats: 17 KB each at dh = 64.
+// Per head of N tokens (c = ceil(N / 64) chunks, w = dh² + dh, s = 2 or 4 B per element):
+//   linear_attn_kv        grid (c, B·H), smem 2 matrices (35 KB): KV_c = Σ φ(k)ᵀv and
+//                         Σ φ(k) of the chunk. 2·N·dh² FLOPs; reads k, v (2·N·dh·s), writes
+//                         c·w·4 B of partials.
+//   linear_attn_sum       grid (ceil(w / 256), B·H), 256 threads: the partials summed in
+//                         chunk order. Reads c·w·4 B, writes w·4 B.
+//   linear_attn_out       grid (c, B·H), smem 2 matrices + 128 floats (35 KB): KV into shared
+//                         memory, out = φ(q)·KV / (φ(q)·Σφ(k) + eps). 2·N·dh² FLOPs; reads q
+//                         and c·w·4 B of KV (L2), writes out (N·dh·s).
+//   forward: kv, sum, out; 4·N·dh² FLOPs.
+//   linear_attn_bwd_q     grid (c, B·H), smem 2 matrices + 1216 floats (39 KB): per token dq,
+//                         and the chunk's partials of dKV and dΣφ(k). 4·N·dh² FLOPs; reads
+//                         dout, q (twice, the second from L1/L2) and c·w·4 B of KV, writes
+//                         dq and c·w·4 B of partials.
+//   linear_attn_bwd_kv    grid (c, B·H), smem 2 matrices + 64 floats (35 KB): per token dv
+//                         and dk from the summed dKV, dΣφ(k). 4·N·dh² FLOPs; reads k (twice),
+//                         v and 2·c·w·4 B of dKV (L2), writes dk, dv.
+//   backward: kv, sum (KV is recomputed), bwd_q, sum, bwd_kv; 10·N·dh² FLOPs.
 #include "common.cuh"
 
 namespace attn {
 
 __device__ __forceinline__ float phi(float t) { return t > 0.0f ? t + 1.0f : expf(t); }
 __device__ __forceinline__ float dphi(float t) { return t > 0.0f ? 1.0f : expf(t); }
-
-constexpr int kTile = 32;  // tokens per shared-memory tile of the linear attention
 
 struct Heads {
     int n, dim, dh;
@@ -49,160 +63,319 @@ struct Heads {
     }
 };
 
-// KV[i][j] = Σ_s φ(k_s)_i v_s,j and ksum[i] = Σ_s φ(k_s)_i for head (b, h), into shared
-// memory; tile_a and tile_b are kTile·dh floats of scratch. Ends with a barrier.
-__device__ void linear_kv(In qkv, const Heads& hd, int b, int h, float* kv, float* ksum, float* tile_a,
-                          float* tile_b) {
-    const int dh = hd.dh;
-    for (int e = threadIdx.x; e < dh * dh; e += blockDim.x) kv[e] = 0.0f;
-    for (int i = threadIdx.x; i < dh; i += blockDim.x) ksum[i] = 0.0f;
-    for (int s0 = 0; s0 < hd.n; s0 += kTile) {
-        __syncthreads();  // the previous tile is consumed
-        for (int e = threadIdx.x; e < kTile * dh; e += blockDim.x) {
-            const int s = s0 + e / dh, j = e % dh;
-            const bool in = s < hd.n;
-            tile_a[e] = in ? phi(qkv[hd.qkv(b, s, 1, h, j)]) : 0.0f;
-            tile_b[e] = in ? qkv[hd.qkv(b, s, 2, h, j)] : 0.0f;
-        }
-        __syncthreads();
-        for (int e = threadIdx.x; e < dh * dh; e += blockDim.x) {
-            const int i = e / dh, j = e % dh;
-            float acc = 0.0f;
-            for (int t = 0; t < kTile; ++t) acc += tile_a[t * dh + i] * tile_b[t * dh + j];
-            kv[e] += acc;
-        }
-        for (int i = threadIdx.x; i < dh; i += blockDim.x) {
-            float acc = 0.0f;
-            for (int t = 0; t < kTile; ++t) acc += tile_a[t * dh + i];
-            ksum[i] += acc;
-        }
-    }
-    __syncthreads();
-}
-
 }  // namespace attn
 
-extern "C" __global__ void linear_attn_fwd(In qkv, Out out, int n, int dim, int heads, int dh, float eps) {
-    KDAD_DYN_SMEM;
-    float* kv = reinterpret_cast<float*>(smem_raw);
-    float* ksum = kv + dh * dh;
-    float* tile_a = ksum + dh;
-    float* tile_b = tile_a + attn::kTile * dh;
-    float* fq_all = tile_b + attn::kTile * dh;  // one dh-vector per warp
-    const attn::Heads hd{n, dim, dh};
-    const int b = blockIdx.x / heads, h = blockIdx.x % heads;
-    attn::linear_kv(qkv, hd, b, h, kv, ksum, tile_a, tile_b);
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-    float* fq = fq_all + warp * dh;
-    for (int s = warp; s < n; s += warps) {
-        float den = 0.0f;
-        for (int i = lane; i < dh; i += 32) {
-            fq[i] = attn::phi(qkv[hd.qkv(b, s, 0, h, i)]);
-            den += fq[i] * ksum[i];
-        }
-        den = warp_sum(den) + eps;  // warp_sum's shuffles also order fq's writes for the warp
-        __syncwarp();
-        for (int j = lane; j < dh; j += 32) {
-            float num = 0.0f;
-            for (int i = 0; i < dh; ++i) num += fq[i] * kv[i * dh + j];
-            out.set(hd.tok(b, s, h, j), num / den);
-        }
-        __syncwarp();  // fq is rewritten for the next token
+namespace linattn {
+
+constexpr int kChunk = 64;  // tokens per block; also the rows of every shared-memory matrix (dh <= 64)
+
+// One head's shapes in shared memory: matrices of kChunk rows × `stride` floats, of which
+// the first p = dh rounded up to 4 are used (zero past dh), so that 4×4 register tiles and
+// float4 loads cover a row; the 4 extra floats put rows 4 apart (the row tiles one warp
+// reads) in different banks.
+struct Dims {
+    attn::Heads hd;
+    int p, stride;
+    __device__ Dims(int n, int dim, int dh) : hd{n, dim, dh}, p((dh + 3) & ~3), stride(((dh + 3) & ~3) + 4) {}
+    // Floats of one chunk's (or the head's) partial sums: KV (dh × dh) then Σφ(k) (dh).
+    __device__ int width() const { return hd.dh * hd.dh + hd.dh; }
+};
+
+// Thread threadIdx.x's 4×4 tile of a rows × cols product (cols = d.p): rows r0..r0+3,
+// columns c0..c0+3. 256 threads cover the largest one, 64 × 64.
+struct Tile {
+    int r0, c0;
+    bool active;
+    __device__ Tile(int rows, int cols) {
+        const int per_row = cols / 4, t = threadIdx.x;
+        r0 = t / per_row * 4;
+        c0 = t % per_row * 4;
+        active = t < rows / 4 * per_row;
+    }
+};
+
+__device__ __forceinline__ void load4(const float* p, float x[4]) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    x[0] = v.x;
+    x[1] = v.y;
+    x[2] = v.z;
+    x[3] = v.w;
+}
+
+// acc = rows r0.. of a times columns c0.. of b: acc[r][c] = Σ_{k < p} a[r0 + r][k] · b[k][c0 + c].
+__device__ __forceinline__ void mul_ab(const float* a, const float* b, const Dims& d, const Tile& t,
+                                       float acc[4][4]) {
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) acc[r][c] = 0.0f;
+    for (int k = 0; k < d.p; k += 4) {
+        float x[4][4], y[4][4];
+        for (int r = 0; r < 4; ++r) load4(a + (t.r0 + r) * d.stride + k, x[r]);
+        for (int q = 0; q < 4; ++q) load4(b + (k + q) * d.stride + t.c0, y[q]);
+        for (int r = 0; r < 4; ++r)
+            for (int q = 0; q < 4; ++q)
+                for (int c = 0; c < 4; ++c) acc[r][c] += x[r][q] * y[q][c];
     }
 }
-KDAD_KERNEL(linear_attn_fwd)
 
-extern "C" __global__ void linear_attn_bwd(In dout, In qkv, Out dqkv, int n, int dim, int heads, int dh, float eps) {
+// acc = (aᵀ·b) over the chunk's tokens: acc[r][c] = Σ_{t < kChunk} a[t][r0 + r] · b[t][c0 + c].
+__device__ __forceinline__ void mul_atb(const float* a, const float* b, const Dims& d, const Tile& t,
+                                        float acc[4][4]) {
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) acc[r][c] = 0.0f;
+    for (int s = 0; s < kChunk; ++s) {
+        float x[4], y[4];
+        load4(a + s * d.stride + t.r0, x);
+        load4(b + s * d.stride + t.c0, y);
+        for (int r = 0; r < 4; ++r)
+            for (int c = 0; c < 4; ++c) acc[r][c] += x[r] * y[c];
+    }
+}
+
+// dst[r][c] = f(src[idx(row0 + r, c)]) for the chunk's rows and c < p; 0 for rows past n and
+// columns past dh, so that they add nothing to the products. 4-element loads when dh % 4 == 0
+// (then every row starts aligned, as dim = heads·dh).
+template <class Index, class F>
+__device__ __forceinline__ void load_chunk(float* dst, In src, const Dims& d, int row0, Index idx, F f) {
+    const int n = d.hd.n, dh = d.hd.dh;
+    if ((dh & 3) == 0) {
+        const int quads = dh / 4;
+        for (int e = threadIdx.x; e < kChunk * quads; e += blockDim.x) {
+            const int r = e / quads, c = e % quads * 4, s = row0 + r;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (s < n) {
+                v = src.load4(idx(s, c));
+                v = make_float4(f(v.x), f(v.y), f(v.z), f(v.w));
+            }
+            *reinterpret_cast<float4*>(dst + r * d.stride + c) = v;
+        }
+    } else {
+        for (int e = threadIdx.x; e < kChunk * d.p; e += blockDim.x) {
+            const int r = e / d.p, c = e % d.p, s = row0 + r;
+            dst[r * d.stride + c] = s < n && c < dh ? f(src[idx(s, c)]) : 0.0f;
+        }
+    }
+}
+
+// A head's summed KV (or dKV) from `total` (width() floats) into dst, transposed if asked:
+// dst[i][j] = m[i][j] or m[j][i], zero past dh; and its vector part into vec[0..p).
+__device__ __forceinline__ void load_total(float* dst, float* vec, const float* total, const Dims& d, bool transpose) {
+    const int dh = d.hd.dh;
+    for (int e = threadIdx.x; e < d.p * d.p; e += blockDim.x) {
+        const int i = e / d.p, j = e % d.p;
+        dst[transpose ? j * d.stride + i : i * d.stride + j] = i < dh && j < dh ? total[i * dh + j] : 0.0f;
+    }
+    for (int i = threadIdx.x; i < d.p; i += blockDim.x) vec[i] = i < dh ? total[dh * dh + i] : 0.0f;
+}
+
+// v[r][c] into element (s0 + r, c0 + c) of o, addressed by idx(s, c), for rows < n and
+// columns < dh; 4-element stores when dh % 4 == 0.
+template <class Index>
+__device__ __forceinline__ void store_tile(Out o, const Dims& d, int s0, int c0, Index idx, const float v[4][4]) {
+    for (int r = 0; r < 4 && s0 + r < d.hd.n; ++r) {
+        if ((d.hd.dh & 3) == 0) {
+            o.store4(idx(s0 + r, c0), make_float4(v[r][0], v[r][1], v[r][2], v[r][3]));
+        } else {
+            for (int c = 0; c < 4 && c0 + c < d.hd.dh; ++c) o.set(idx(s0 + r, c0 + c), v[r][c]);
+        }
+    }
+}
+
+// Element transforms for load_chunk (functors, so that they are inlined).
+struct Phi {
+    __device__ __forceinline__ float operator()(float x) const { return attn::phi(x); }
+};
+struct Identity {
+    __device__ __forceinline__ float operator()(float x) const { return x; }
+};
+
+}  // namespace linattn
+
+// Partial sums of one chunk of one head: KV_c = Σ φ(k_s)ᵀ v_s and Σ φ(k_s) over its tokens,
+// into part[(bh · chunks + c) · width ...] (KV row-major, then the vector).
+extern "C" __global__ void linear_attn_kv(In qkv, float* part, int n, int dim, int heads, int dh) {
+    using linattn::kChunk;
     KDAD_DYN_SMEM;
-    float* kv = reinterpret_cast<float*>(smem_raw);
-    float* dkv = kv + dh * dh;
-    float* ksum = dkv + dh * dh;
-    float* dksum = ksum + dh;
-    float* tile_a = dksum + dh;                 // φ(k) tiles, then φ(q) tiles
-    float* tile_b = tile_a + attn::kTile * dh;  // v tiles, then dnum tiles
-    float* dden = tile_b + attn::kTile * dh;    // kTile values
-    float* vec_all = dden + attn::kTile;        // two dh-vectors per warp
-    const attn::Heads hd{n, dim, dh};
-    const int b = blockIdx.x / heads, h = blockIdx.x % heads;
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-    attn::linear_kv(qkv, hd, b, h, kv, ksum, tile_a, tile_b);
-    for (int e = threadIdx.x; e < dh * dh; e += blockDim.x) dkv[e] = 0.0f;
-    for (int i = threadIdx.x; i < dh; i += blockDim.x) dksum[i] = 0.0f;
+    const linattn::Dims d(n, dim, dh);
+    float* fk = reinterpret_cast<float*>(smem_raw);
+    float* v = fk + kChunk * d.stride;
+    const int b = blockIdx.y / heads, h = blockIdx.y % heads, s0 = blockIdx.x * kChunk;
+    linattn::load_chunk(fk, qkv, d, s0, [&](int s, int c) { return d.hd.qkv(b, s, 1, h, c); }, linattn::Phi());
+    linattn::load_chunk(v, qkv, d, s0, [&](int s, int c) { return d.hd.qkv(b, s, 2, h, c); }, linattn::Identity());
+    __syncthreads();
+    float* dst = part + (static_cast<size_t>(blockIdx.y) * gridDim.x + blockIdx.x) * d.width();
+    const linattn::Tile t(d.p, d.p);
+    if (t.active) {
+        float acc[4][4];
+        linattn::mul_atb(fk, v, d, t, acc);
+        for (int r = 0; r < 4 && t.r0 + r < dh; ++r)
+            for (int c = 0; c < 4 && t.c0 + c < dh; ++c) dst[(t.r0 + r) * dh + t.c0 + c] = acc[r][c];
+    }
+    if (threadIdx.x < dh) {
+        float acc = 0.0f;
+        for (int s = 0; s < kChunk; ++s) acc += fk[s * d.stride + threadIdx.x];
+        dst[dh * dh + threadIdx.x] = acc;
+    }
+}
+KDAD_KERNEL(linear_attn_kv)
 
-    // Pass 1, 32 tokens at a time: dq per token, and the tile's share of dKV and dksum.
-    for (int s0 = 0; s0 < n; s0 += attn::kTile) {
-        __syncthreads();  // previous tile consumed; dkv/dksum zeroed
-        for (int t = warp; t < attn::kTile; t += warps) {
-            const int s = s0 + t;
-            float* fq = tile_a + t * dh;
-            float* dnum = tile_b + t * dh;
-            if (s >= n) {
-                for (int i = lane; i < dh; i += 32) fq[i] = dnum[i] = 0.0f;
-                if (lane == 0) dden[t] = 0.0f;
-                continue;
-            }
-            float den = 0.0f;
-            for (int i = lane; i < dh; i += 32) {
-                fq[i] = attn::phi(qkv[hd.qkv(b, s, 0, h, i)]);
-                den += fq[i] * ksum[i];
-            }
-            den = warp_sum(den) + eps;
-            __syncwarp();
-            float dot = 0.0f;
-            for (int j = lane; j < dh; j += 32) {
-                float num = 0.0f;
-                for (int i = 0; i < dh; ++i) num += fq[i] * kv[i * dh + j];
-                const float go = dout[hd.tok(b, s, h, j)];
-                dot += go * num;
-                dnum[j] = go / den;
-            }
-            const float dd = -warp_sum(dot) / (den * den);
-            __syncwarp();
-            if (lane == 0) dden[t] = dd;
-            for (int i = lane; i < dh; i += 32) {
-                float g = dd * ksum[i];
-                for (int j = 0; j < dh; ++j) g += dnum[j] * kv[i * dh + j];
-                const float q = qkv[hd.qkv(b, s, 0, h, i)];
-                dqkv.set(hd.qkv(b, s, 0, h, i), g * attn::dphi(q));
-            }
-        }
-        __syncthreads();
-        for (int e = threadIdx.x; e < dh * dh; e += blockDim.x) {
-            const int i = e / dh, j = e % dh;
+// total[bh][e] = Σ_c part[bh][c][e], chunks in ascending order: the same sums whatever the
+// schedule, and one copy that every chunk's block then reads.
+extern "C" __global__ void linear_attn_sum(const float* part, float* total, int chunks, int width) {
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= width) return;
+    const float* src = part + static_cast<size_t>(blockIdx.y) * chunks * width + e;
+    float acc = 0.0f;
+    for (int c = 0; c < chunks; ++c) acc += src[static_cast<size_t>(c) * width];
+    total[static_cast<size_t>(blockIdx.y) * width + e] = acc;
+}
+KDAD_KERNEL(linear_attn_sum)
+
+// out = φ(q)·KV / (φ(q)·Σφ(k) + eps) for one chunk's tokens; kv is the head's summed KV.
+extern "C" __global__ void linear_attn_out(In qkv, const float* kv, Out out, int n, int dim, int heads, int dh,
+                                           float eps) {
+    using linattn::kChunk;
+    KDAD_DYN_SMEM;
+    const linattn::Dims d(n, dim, dh);
+    float* skv = reinterpret_cast<float*>(smem_raw);
+    float* fq = skv + kChunk * d.stride;
+    float* ksum = fq + kChunk * d.stride;
+    float* den = ksum + kChunk;
+    const int b = blockIdx.y / heads, h = blockIdx.y % heads, s0 = blockIdx.x * kChunk;
+    linattn::load_total(skv, ksum, kv + static_cast<size_t>(blockIdx.y) * d.width(), d, false);
+    linattn::load_chunk(fq, qkv, d, s0, [&](int s, int c) { return d.hd.qkv(b, s, 0, h, c); }, linattn::Phi());
+    __syncthreads();
+    if (threadIdx.x < kChunk) {
+        float acc = 0.0f;
+        for (int i = 0; i < d.p; ++i) acc += fq[threadIdx.x * d.stride + i] * ksum[i];
+        den[threadIdx.x] = acc + eps;
+    }
+    const linattn::Tile t(kChunk, d.p);
+    float num[4][4];
+    if (t.active) linattn::mul_ab(fq, skv, d, t, num);
+    __syncthreads();
+    if (!t.active) return;
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) num[r][c] /= den[t.r0 + r];
+    linattn::store_tile(out, d, s0 + t.r0, t.c0, [&](int s, int c) { return d.hd.tok(b, s, h, c); }, num);
+}
+KDAD_KERNEL(linear_attn_out)
+
+// Backward, pass 1, one chunk's tokens: with go = dout, den = φ(q)·Σφ(k) + eps,
+// W = go·KVᵀ (so that go·num = φ(q)·W) and dden = -φ(q)·W / den²:
+//   dq = (dden·Σφ(k) + W / den) ∘ φ'(q), and the chunk's partials of
+//   dKV = Σ φ(q)ᵀ (go / den) and dΣφ(k) = Σ dden·φ(q), laid out as linear_attn_kv's.
+extern "C" __global__ void linear_attn_bwd_q(In dout, In qkv, const float* kv, Out dqkv, float* dpart, int n,
+                                             int dim, int heads, int dh, float eps) {
+    using linattn::kChunk;
+    KDAD_DYN_SMEM;
+    const linattn::Dims d(n, dim, dh);
+    float* a = reinterpret_cast<float*>(smem_raw);  // KVᵀ, then φ(q)
+    float* go = a + kChunk * d.stride;               // dout, then dout / den
+    float* dot = go + kChunk * d.stride;             // [kChunk][kChunk / 4]: φ(q)·W per column tile
+    float* ksum = dot + kChunk * (kChunk / 4);
+    float* den = ksum + kChunk;
+    float* dden = den + kChunk;
+    const int b = blockIdx.y / heads, h = blockIdx.y % heads, s0 = blockIdx.x * kChunk;
+    const auto q_at = [&](int s, int c) { return d.hd.qkv(b, s, 0, h, c); };
+    linattn::load_total(a, ksum, kv + static_cast<size_t>(blockIdx.y) * d.width(), d, true);
+    linattn::load_chunk(go, dout, d, s0, [&](int s, int c) { return d.hd.tok(b, s, h, c); }, linattn::Identity());
+    __syncthreads();
+    const linattn::Tile t(kChunk, d.p);
+    float w[4][4];
+    if (t.active) linattn::mul_ab(go, a, d, t, w);
+    __syncthreads();  // KVᵀ consumed
+    linattn::load_chunk(a, qkv, d, s0, q_at, linattn::Phi());
+    __syncthreads();
+    if (threadIdx.x < kChunk) {
+        float acc = 0.0f;
+        for (int i = 0; i < d.p; ++i) acc += a[threadIdx.x * d.stride + i] * ksum[i];
+        // A token past n has go = 0 and φ(q) = 0: den = 1 keeps its dden and dout / den at 0
+        // (with eps = 0 they would be 0/0 and spoil the partials).
+        den[threadIdx.x] = s0 + static_cast<int>(threadIdx.x) < n ? acc + eps : 1.0f;
+    }
+    if (t.active) {
+        for (int r = 0; r < 4; ++r) {
             float acc = 0.0f;
-            for (int t = 0; t < attn::kTile; ++t) acc += tile_a[t * dh + i] * tile_b[t * dh + j];
-            dkv[e] += acc;
-        }
-        for (int i = threadIdx.x; i < dh; i += blockDim.x) {
-            float acc = 0.0f;
-            for (int t = 0; t < attn::kTile; ++t) acc += dden[t] * tile_a[t * dh + i];
-            dksum[i] += acc;
+            for (int c = 0; c < 4; ++c) acc += a[(t.r0 + r) * d.stride + t.c0 + c] * w[r][c];
+            dot[(t.r0 + r) * (kChunk / 4) + t.c0 / 4] = acc;
         }
     }
     __syncthreads();
-
-    // Pass 2, one warp per token: dv = φ(k)·dKV, dk = (v·dKVᵀ + dksum) ∘ φ'(k).
-    float* fk = vec_all + warp * 2 * dh;
-    float* v = fk + dh;
-    for (int s = warp; s < n; s += warps) {
-        for (int i = lane; i < dh; i += 32) {
-            fk[i] = attn::phi(qkv[hd.qkv(b, s, 1, h, i)]);
-            v[i] = qkv[hd.qkv(b, s, 2, h, i)];
-        }
-        __syncwarp();
-        for (int j = lane; j < dh; j += 32) {
-            float gv = 0.0f, gk = dksum[j];
-            for (int i = 0; i < dh; ++i) {
-                gv += fk[i] * dkv[i * dh + j];
-                gk += v[i] * dkv[j * dh + i];
+    if (threadIdx.x < kChunk) {
+        float acc = 0.0f;  // column tiles in a fixed order
+        for (int q = 0; q < d.p / 4; ++q) acc += dot[threadIdx.x * (kChunk / 4) + q];
+        const float dn = den[threadIdx.x];
+        dden[threadIdx.x] = -acc / (dn * dn);
+    }
+    __syncthreads();
+    if (t.active) {
+        for (int r = 0; r < 4; ++r) {
+            const int s = s0 + t.r0 + r;
+            for (int c = 0; c < 4; ++c) {
+                const int i = t.c0 + c;
+                const float g = dden[t.r0 + r] * ksum[i] + w[r][c] / den[t.r0 + r];
+                w[r][c] = s < n && i < dh ? g * attn::dphi(qkv[q_at(s, i)]) : 0.0f;
             }
-            dqkv.set(hd.qkv(b, s, 2, h, j), gv);
-            dqkv.set(hd.qkv(b, s, 1, h, j), gk * attn::dphi(qkv[hd.qkv(b, s, 1, h, j)]));
         }
-        __syncwarp();
+        linattn::store_tile(dqkv, d, s0 + t.r0, t.c0, q_at, w);
+    }
+    for (int e = threadIdx.x; e < kChunk * d.p; e += blockDim.x) go[e / d.p * d.stride + e % d.p] /= den[e / d.p];
+    __syncthreads();
+    float* dst = dpart + (static_cast<size_t>(blockIdx.y) * gridDim.x + blockIdx.x) * d.width();
+    const linattn::Tile u(d.p, d.p);
+    if (u.active) {
+        float acc[4][4];
+        linattn::mul_atb(a, go, d, u, acc);
+        for (int r = 0; r < 4 && u.r0 + r < dh; ++r)
+            for (int c = 0; c < 4 && u.c0 + c < dh; ++c) dst[(u.r0 + r) * dh + u.c0 + c] = acc[r][c];
+    }
+    if (threadIdx.x < dh) {
+        float acc = 0.0f;
+        for (int s = 0; s < kChunk; ++s) acc += dden[s] * a[s * d.stride + threadIdx.x];
+        dst[dh * dh + threadIdx.x] = acc;
     }
 }
-KDAD_KERNEL(linear_attn_bwd)
+KDAD_KERNEL(linear_attn_bwd_q)
+
+// Backward, pass 2, one chunk's tokens, from the head's summed dKV and dΣφ(k):
+// dv = φ(k)·dKV, dk = (v·dKVᵀ + dΣφ(k)) ∘ φ'(k).
+extern "C" __global__ void linear_attn_bwd_kv(In qkv, const float* dkv, Out dqkv, int n, int dim, int heads, int dh) {
+    using linattn::kChunk;
+    KDAD_DYN_SMEM;
+    const linattn::Dims d(n, dim, dh);
+    float* m = reinterpret_cast<float*>(smem_raw);  // dKV, then dKVᵀ
+    float* x = m + kChunk * d.stride;               // φ(k), then v
+    float* dksum = x + kChunk * d.stride;
+    const int b = blockIdx.y / heads, h = blockIdx.y % heads, s0 = blockIdx.x * kChunk;
+    const float* total = dkv + static_cast<size_t>(blockIdx.y) * d.width();
+    const auto k_at = [&](int s, int c) { return d.hd.qkv(b, s, 1, h, c); };
+    const auto v_at = [&](int s, int c) { return d.hd.qkv(b, s, 2, h, c); };
+    const linattn::Tile t(kChunk, d.p);
+    float acc[4][4];
+
+    linattn::load_total(m, dksum, total, d, false);
+    linattn::load_chunk(x, qkv, d, s0, k_at, linattn::Phi());
+    __syncthreads();
+    if (t.active) {
+        linattn::mul_ab(x, m, d, t, acc);
+        linattn::store_tile(dqkv, d, s0 + t.r0, t.c0, v_at, acc);
+    }
+    __syncthreads();  // dKV and φ(k) consumed
+    linattn::load_total(m, dksum, total, d, true);
+    linattn::load_chunk(x, qkv, d, s0, v_at, linattn::Identity());
+    __syncthreads();
+    if (!t.active) return;
+    linattn::mul_ab(x, m, d, t, acc);
+    for (int r = 0; r < 4; ++r) {
+        const int s = s0 + t.r0 + r;
+        for (int c = 0; c < 4; ++c) {
+            const int j = t.c0 + c;
+            acc[r][c] = s < n && j < dh ? (acc[r][c] + dksum[j]) * attn::dphi(qkv[k_at(s, j)]) : 0.0f;
+        }
+    }
+    linattn::store_tile(dqkv, d, s0 + t.r0, t.c0, k_at, acc);
+}
+KDAD_KERNEL(linear_attn_bwd_kv)
 
 namespace flash {
 

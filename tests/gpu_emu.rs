@@ -741,27 +741,30 @@ fn flash_attention_fwd_masks_any_length() {
 
 #[test]
 fn linear_attention_fwd_bwd() {
-    let mut p = Pair::new(21);
-    // 3 heads of 24 over 37 tokens: not a multiple of the 32-token tile or of a warp.
-    let (heads, dim, n) = (3, 72, 37);
-    let qkv = p.rand(&[2, n, 3 * dim]);
-    let mut out = p.out(&[2, n, dim]);
-    p.cpu
-        .linear_attention_fwd(&qkv.c, heads, 0.0, &mut out.c)
-        .unwrap();
-    p.gpu
-        .linear_attention_fwd(&qkv.g, heads, 0.0, &mut out.g)
-        .unwrap();
-    check(&p, "linear attention out", &out, REDUCE);
-    let dout = p.rand(&[2, n, dim]);
-    let mut dqkv = p.out(&[2, n, 3 * dim]);
-    p.cpu
-        .linear_attention_bwd(&dout.c, &qkv.c, heads, 1e-6, &mut dqkv.c)
-        .unwrap();
-    p.gpu
-        .linear_attention_bwd(&dout.g, &qkv.g, heads, 1e-6, &mut dqkv.g)
-        .unwrap();
-    check(&p, "linear attention dqkv", &dqkv, REDUCE);
+    // 3 heads of 24 (not a multiple of 64, the kernels' largest tile) over 37 tokens (one
+    // ragged 64-token chunk) and 150 (two whole chunks and a ragged one).
+    for (seed, n) in [(21u64, 37usize), (24, 150)] {
+        let mut p = Pair::new(seed);
+        let (heads, dim) = (3, 72);
+        let qkv = p.rand(&[2, n, 3 * dim]);
+        let mut out = p.out(&[2, n, dim]);
+        p.cpu
+            .linear_attention_fwd(&qkv.c, heads, 0.0, &mut out.c)
+            .unwrap();
+        p.gpu
+            .linear_attention_fwd(&qkv.g, heads, 0.0, &mut out.g)
+            .unwrap();
+        check(&p, "linear attention out", &out, REDUCE);
+        let dout = p.rand(&[2, n, dim]);
+        let mut dqkv = p.out(&[2, n, 3 * dim]);
+        p.cpu
+            .linear_attention_bwd(&dout.c, &qkv.c, heads, 1e-6, &mut dqkv.c)
+            .unwrap();
+        p.gpu
+            .linear_attention_bwd(&dout.g, &qkv.g, heads, 1e-6, &mut dqkv.g)
+            .unwrap();
+        check(&p, "linear attention dqkv", &dqkv, REDUCE);
+    }
 }
 
 /// The backward recomputes P from bf16 q, k (exact products, f32 sums) and rounds P, dO and
