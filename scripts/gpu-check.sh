@@ -40,6 +40,8 @@ step "tiny ViT on cuda" 120 "$bin/vit_cuda" --nocapture
 if command -v compute-sanitizer >/dev/null; then
     step "tiny ViT under compute-sanitizer" 240 compute-sanitizer --error-exitcode 9 \
         "$bin/vit_cuda" tiny_vit_training_step
+    step "a ViT-S training step under compute-sanitizer" 90 compute-sanitizer --error-exitcode 9 \
+        "$bin/kdad" --device cuda bench train-step --model s14 --steps 1
 fi
 step "bench kernels" 180 "$bin/kdad" --device cuda bench kernels
 step "bench vit B/14 224" 120 "$bin/kdad" --device cuda bench vit --batch 1,8,32,64,128 --reps 20
