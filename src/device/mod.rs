@@ -100,6 +100,16 @@ pub struct AdamStep {
     pub amsgrad: bool,
 }
 
+/// One parameter tensor of [`Backend::adam_steps`], with its gradient and moment buffers
+/// (`vmax` present iff the step uses AMSGrad).
+pub struct AdamTensors<'a, B: Backend + ?Sized> {
+    pub param: &'a mut Tensor<B>,
+    pub grad: &'a Tensor<B>,
+    pub m: &'a mut Tensor<B>,
+    pub v: &'a mut Tensor<B>,
+    pub vmax: Option<&'a mut Tensor<B>>,
+}
+
 /// The ops the ViT, the students, their losses and their optimisers need.
 ///
 /// Shapes use these names: `B` images, `N` tokens, `D` width, `H` heads, `R` rows (the
@@ -400,6 +410,37 @@ pub trait Backend: Send + Sync {
         vmax: Option<&mut Tensor<Self>>,
         hp: &AdamStep,
     ) -> Result<()>;
+    /// [`Backend::adamw_step`] (or, with `stable`, [`Backend::stable_adamw_step`]) on every
+    /// tensor of `set` with the same hyper-parameters. Every tensor is checked before any is
+    /// updated. This default makes one call per tensor; a GPU backend updates them all in one
+    /// or two launches.
+    fn adam_steps(
+        &self,
+        stable: bool,
+        set: &mut [AdamTensors<'_, Self>],
+        hp: &AdamStep,
+    ) -> Result<()> {
+        for t in set.iter() {
+            check::adam(
+                "adam_steps",
+                t.param,
+                t.grad,
+                t.m,
+                t.v,
+                t.vmax.as_deref(),
+                hp,
+            )?;
+        }
+        for t in set.iter_mut() {
+            let vmax = t.vmax.as_deref_mut();
+            if stable {
+                self.stable_adamw_step(t.param, t.grad, t.m, t.v, vmax, hp)?;
+            } else {
+                self.adamw_step(t.param, t.grad, t.m, t.v, vmax, hp)?;
+            }
+        }
+        Ok(())
+    }
     /// Scale all `grads` so their joint L2 norm is at most `max_norm`; returns the norm
     /// before clipping (as `torch.nn.utils.clip_grad_norm_`, with its 1e-6 guard).
     fn clip_grad_norm(&self, grads: &mut [&mut Tensor<Self>], max_norm: f32) -> Result<f32> {

@@ -3,7 +3,7 @@
 //! (de)serialisation for checkpoints.
 
 use super::params::{check_names, ParamMut};
-use crate::device::{AdamStep, Backend, Tensor};
+use crate::device::{AdamStep, AdamTensors, Backend, Tensor};
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,7 @@ impl<B: Backend> Optimizer<B> {
             t: self.t + 1,
             amsgrad: self.cfg.amsgrad,
         };
+        let mut set = Vec::with_capacity(params.len());
         for (p, s) in params.iter_mut().zip(self.state.iter_mut()) {
             if p.name != s.name {
                 return Err(Error::Invalid(format!(
@@ -91,20 +92,16 @@ impl<B: Backend> Optimizer<B> {
                     p.name, s.name
                 )));
             }
-            match self.cfg.kind {
-                OptimKind::AdamW => {
-                    backend.adamw_step(p.value, p.grad, &mut s.m, &mut s.v, s.vmax.as_mut(), &hp)?
-                }
-                OptimKind::StableAdamW => backend.stable_adamw_step(
-                    p.value,
-                    p.grad,
-                    &mut s.m,
-                    &mut s.v,
-                    s.vmax.as_mut(),
-                    &hp,
-                )?,
-            }
+            set.push(AdamTensors {
+                param: &mut *p.value,
+                grad: p.grad,
+                m: &mut s.m,
+                v: &mut s.v,
+                vmax: s.vmax.as_mut(),
+            });
         }
+        let stable = self.cfg.kind == OptimKind::StableAdamW;
+        backend.adam_steps(stable, &mut set, &hp)?;
         self.t += 1;
         Ok(())
     }

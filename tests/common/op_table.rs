@@ -22,7 +22,7 @@
 
 use super::reference as r;
 use kdad::device::cpu::Cpu;
-use kdad::device::{AdamStep, Backend, Interp, Layout, Tensor};
+use kdad::device::{AdamStep, AdamTensors, Backend, Interp, Layout, Tensor};
 use kdad::tensor::{HostTensor, Rng};
 use kdad::Error;
 
@@ -69,6 +69,7 @@ pub const TRAIT_OPS: &[&str] = &[
     "global_cosine_bwd",
     "adamw_step",
     "stable_adamw_step",
+    "adam_steps",
     "clip_grad_norm",
     "resize",
     "gaussian_blur",
@@ -133,6 +134,8 @@ struct P {
     hp: AdamStep,
     value: f32,
     max_norm: f32,
+    /// adam_steps: StableAdamW rather than AdamW.
+    stable: bool,
 }
 
 impl Default for P {
@@ -167,6 +170,7 @@ impl Default for P {
             },
             value: 0.0,
             max_norm: 1.0,
+            stable: false,
         }
     }
 }
@@ -850,6 +854,54 @@ fn global_cosine_cases(
     v
 }
 
+fn adam_hp(amsgrad: bool, t: u64, eps: f32) -> AdamStep {
+    AdamStep {
+        lr: 2e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps,
+        weight_decay: 1e-4,
+        t,
+        amsgrad,
+    }
+}
+
+/// One tensor of an Adam case: its gradient, then (initial value, expected value) of param,
+/// m, v and (AMSGrad) vmax, from the f64 reference.
+fn adam_tensor(
+    rng: &mut Rng,
+    dims: &[usize],
+    stable: bool,
+    hp: &AdamStep,
+    v_hi: f32,
+) -> (HostTensor, Vec<(HostTensor, Vec<f64>)>) {
+    let param = rand(rng, dims, -1.0, 1.0);
+    let grad = rand(rng, dims, -1.0, 1.0);
+    let m = rand(rng, dims, -0.1, 0.1);
+    let v = rand(rng, dims, 0.0, v_hi);
+    let vmax = rand(rng, dims, 0.0, v_hi);
+    let vmv = f64s(&vmax);
+    let (p2, m2, v2, vm2) = r::adam(
+        &f64s(&param),
+        &f64s(&grad),
+        &f64s(&m),
+        &f64s(&v),
+        hp.amsgrad.then_some(&vmv[..]),
+        hp.lr as f64,
+        hp.beta1 as f64,
+        hp.beta2 as f64,
+        hp.eps as f64,
+        hp.weight_decay as f64,
+        hp.t as i32,
+        stable,
+    );
+    let mut state = vec![(param, p2), (m, m2), (v, v2)];
+    if let Some(vm2) = vm2 {
+        state.push((vmax, vm2));
+    }
+    (grad, state)
+}
+
 fn adam_case(
     rng: &mut Rng,
     dims: &[usize],
@@ -859,56 +911,48 @@ fn adam_case(
     eps: f32,
     v_hi: f32,
 ) -> Call {
-    let param = rand(rng, dims, -1.0, 1.0);
-    let grad = rand(rng, dims, -1.0, 1.0);
-    let m = rand(rng, dims, -0.1, 0.1);
-    let v = rand(rng, dims, 0.0, v_hi);
-    let vmax = rand(rng, dims, 0.0, v_hi);
-    let hp = AdamStep {
-        lr: 2e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps,
-        weight_decay: 1e-4,
-        t,
-        amsgrad,
-    };
-    let vmv = f64s(&vmax);
-    let (p2, m2, v2, vm2) = r::adam(
-        &f64s(&param),
-        &f64s(&grad),
-        &f64s(&m),
-        &f64s(&v),
-        amsgrad.then_some(&vmv[..]),
-        hp.lr as f64,
-        hp.beta1 as f64,
-        hp.beta2 as f64,
-        eps as f64,
-        hp.weight_decay as f64,
-        t as i32,
-        stable,
-    );
+    let hp = adam_hp(amsgrad, t, eps);
+    let (grad, state) = adam_tensor(rng, dims, stable, &hp, v_hi);
     let op = if stable {
         "stable_adamw_step"
     } else {
         "adamw_step"
     };
-    let c = Call::new(
-        op,
-        P {
-            hp,
-            opt: amsgrad,
-            ..P::default()
-        },
-    )
-    .input(&grad)
-    .inout(&param, p2)
-    .inout(&m, m2)
-    .inout(&v, v2);
-    match vm2 {
-        Some(vm2) => c.inout(&vmax, vm2),
-        None => c,
+    let p = P {
+        hp,
+        opt: amsgrad,
+        ..P::default()
+    };
+    state
+        .into_iter()
+        .fold(Call::new(op, p).input(&grad), |c, (init, want)| {
+            c.inout(&init, want)
+        })
+}
+
+/// `adam_steps` over tensors of `shapes`: gradients in, then param, m, v (, vmax) of each.
+fn adam_steps_case(rng: &mut Rng, shapes: &[&[usize]], stable: bool, amsgrad: bool) -> Call {
+    let hp = adam_hp(amsgrad, 2, 1e-8);
+    let parts: Vec<_> = shapes
+        .iter()
+        .map(|d| adam_tensor(rng, d, stable, &hp, 1e-4))
+        .collect();
+    let p = P {
+        hp,
+        opt: amsgrad,
+        stable,
+        ..P::default()
+    };
+    let mut c = Call::new("adam_steps", p);
+    for (grad, _) in &parts {
+        c = c.input(grad);
     }
+    for (_, state) in parts {
+        for (init, want) in state {
+            c = c.inout(&init, want);
+        }
+    }
+    c
 }
 
 fn clip_case(rng: &mut Rng, shapes: &[&[usize]], max_norm: f32) -> Call {
@@ -1103,6 +1147,15 @@ fn table() -> Vec<Call> {
         // Second moments large against g: the stable variant's clip is inactive.
         t.push(adam_case(g, &[5, 7], stable, true, 3, 1e-10, 4.0));
     }
+    for (stable, amsgrad) in [(false, false), (true, true), (true, false)] {
+        // An empty tensor among them: it has no blocks of the fused launches.
+        t.push(adam_steps_case(
+            g,
+            &[&[13, 3], &[0], &[257], &[5]],
+            stable,
+            amsgrad,
+        ));
+    }
     t.push(clip_case(g, &[&[13, 3], &[5], &[2, 2, 2]], 0.1));
     t.push(clip_case(g, &[&[3], &[1]], 100.0));
     for ac in [false, true] {
@@ -1270,6 +1323,27 @@ fn invoke<B: Backend>(
             } else {
                 be.stable_adamw_step(param, &i[0], m, v, rest.first_mut(), &p.hp)?
             }
+        }
+        "adam_steps" => {
+            // The inouts are param, m, v (, vmax) of each tensor in turn.
+            let per = o.len() / i.len();
+            let mut set: Vec<AdamTensors<'_, B>> = o
+                .chunks_mut(per)
+                .zip(i)
+                .map(|(state, grad)| {
+                    let (param, rest) = state.split_first_mut().unwrap();
+                    let (m, rest) = rest.split_first_mut().unwrap();
+                    let (v, rest) = rest.split_first_mut().unwrap();
+                    AdamTensors {
+                        param,
+                        grad,
+                        m,
+                        v,
+                        vmax: rest.first_mut(),
+                    }
+                })
+                .collect();
+            be.adam_steps(p.stable, &mut set, &p.hp)?
         }
         "clip_grad_norm" => {
             return be
@@ -1508,7 +1582,7 @@ fn invalid_params(c: &Call) -> Vec<P> {
     match c.op {
         "dropout_fwd" | "dropout_bwd" => vec![with(&|p| p.p = 1.0), with(&|p| p.p = -0.1)],
         "global_cosine_bwd" => vec![with(&|p| p.p = 1.5), with(&|p| p.p = f32::NAN)],
-        "adamw_step" | "stable_adamw_step" => vec![
+        "adamw_step" | "stable_adamw_step" | "adam_steps" => vec![
             with(&|p| p.hp.t = 0),
             with(&|p| p.hp.amsgrad = !p.hp.amsgrad),
         ],

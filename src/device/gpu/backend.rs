@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::launch::{col_tiles, f32, grid_1d, grid_stride_count, int, ptr, warp_per_row, BLOCK};
 use super::scratch::{Scratch, ScratchGuard};
 use super::{dtype_bytes, DeviceBuffer, DevicePtr, Gemm, KernelArg, LaunchCfg, Launcher};
-use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};
+use crate::device::{check, AdamStep, AdamTensors, Backend, Interp, Layout, Tensor};
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::{DType, HostTensor, Shape};
 
@@ -159,21 +159,10 @@ impl<L: Launcher> GpuBackend<L> {
     ) -> Result<(ScratchGuard<'_, L>, usize)> {
         let blocks = partial_blocks(n);
         let scratch = self.scratch.get(&self.launcher, blocks * 8)?;
-        self.launch_partials_into(kernel, n, args, scratch.ptr())?;
-        Ok((scratch, blocks))
-    }
-
-    /// [`Self::launch_partials`] into `partial_blocks(n)` doubles at `dst`.
-    fn launch_partials_into(
-        &self,
-        kernel: &'static str,
-        n: usize,
-        args: &[KernelArg],
-        dst: DevicePtr,
-    ) -> Result<()> {
         let mut all = args.to_vec();
-        all.extend([grid_stride_count(kernel, n)?, ptr(dst)]);
-        self.launch(kernel, grid_1d(n).min_grid(REDUCE_BLOCKS), &all)
+        all.extend([grid_stride_count(kernel, n)?, ptr(scratch.ptr())]);
+        self.launch(kernel, grid_1d(n).min_grid(REDUCE_BLOCKS), &all)?;
+        Ok((scratch, blocks))
     }
 
     /// The sum of a reduction kernel's partials (see [`Self::launch_partials`]), on the host.
@@ -198,12 +187,12 @@ impl<L: Launcher> GpuBackend<L> {
 const REDUCE_BLOCKS: u32 = 256;
 
 /// The partial sums [`GpuBackend::launch_partials`] writes for `n` elements.
-fn partial_blocks(n: usize) -> usize {
+pub(super) fn partial_blocks(n: usize) -> usize {
     grid_1d(n).min_grid(REDUCE_BLOCKS).grid.0 as usize
 }
 
 /// Little-endian f64s from a device copy.
-fn f64s_le(bytes: &[u8]) -> impl Iterator<Item = f64> + '_ {
+pub(super) fn f64s_le(bytes: &[u8]) -> impl Iterator<Item = f64> + '_ {
     bytes
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
@@ -297,59 +286,6 @@ impl<L: Launcher> Backend for GpuBackend<L> {
 
     fn sum_squares(&self, x: &T<L>) -> Result<f64> {
         self.reduce_partials("sum_squares_partial", x.numel(), &[p(x)])
-    }
-
-    /// The trait's clipping with one host round trip instead of one per gradient: every
-    /// gradient's partial sums go to its own part of one buffer, which is copied back once and
-    /// summed in the same order as the trait's version (per gradient, then over gradients).
-    fn clip_grad_norm(&self, grads: &mut [&mut T<L>], max_norm: f32) -> Result<f32> {
-        f32_only(
-            "clip_grad_norm",
-            &grads
-                .iter()
-                .map(|g| ("grads", Some(&**g)))
-                .collect::<Vec<_>>(),
-        )?;
-        let counts: Vec<usize> = grads
-            .iter()
-            .map(|g| {
-                if g.numel() == 0 {
-                    0
-                } else {
-                    partial_blocks(g.numel())
-                }
-            })
-            .collect();
-        let total: usize = counts.iter().sum();
-        let mut ss = 0.0f64;
-        if total > 0 {
-            let scratch = self.scratch.get(&self.launcher, total * 8)?;
-            let mut at = 0;
-            for (g, &count) in grads.iter().zip(&counts) {
-                if count > 0 {
-                    let dst = scratch.ptr().offset(at * 8);
-                    self.launch_partials_into("sum_squares_partial", g.numel(), &[p(g)], dst)?;
-                }
-                at += count;
-            }
-            let mut bytes = vec![0u8; total * 8];
-            self.launcher.dtoh(scratch.ptr(), &mut bytes)?;
-            let partials: Vec<f64> = f64s_le(&bytes).collect();
-            let mut rest = &partials[..];
-            for &count in &counts {
-                let (mine, tail) = rest.split_at(count);
-                ss += mine.iter().sum::<f64>();
-                rest = tail;
-            }
-        }
-        let norm = ss.sqrt() as f32;
-        let coef = max_norm / (norm + 1e-6);
-        if coef < 1.0 {
-            for g in grads.iter_mut() {
-                self.scale(g, coef)?;
-            }
-        }
-        Ok(norm)
     }
 
     fn matmul(
@@ -764,7 +700,14 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         vmax: Option<&mut T<L>>,
         hp: &AdamStep,
     ) -> Result<()> {
-        self.adam(false, param, grad, m, v, vmax, hp)
+        let one = AdamTensors {
+            param,
+            grad,
+            m,
+            v,
+            vmax,
+        };
+        self.adam_multi("adamw_step", false, &mut [one], hp)
     }
 
     fn stable_adamw_step(
@@ -776,7 +719,27 @@ impl<L: Launcher> Backend for GpuBackend<L> {
         vmax: Option<&mut T<L>>,
         hp: &AdamStep,
     ) -> Result<()> {
-        self.adam(true, param, grad, m, v, vmax, hp)
+        let one = AdamTensors {
+            param,
+            grad,
+            m,
+            v,
+            vmax,
+        };
+        self.adam_multi("stable_adamw_step", true, &mut [one], hp)
+    }
+
+    fn adam_steps(
+        &self,
+        stable: bool,
+        set: &mut [AdamTensors<'_, Self>],
+        hp: &AdamStep,
+    ) -> Result<()> {
+        self.adam_multi("adam_steps", stable, set, hp)
+    }
+
+    fn clip_grad_norm(&self, grads: &mut [&mut T<L>], max_norm: f32) -> Result<f32> {
+        self.clip_multi(grads, max_norm)
     }
 
     fn resize(&self, x: &T<L>, interp: Interp, out: &mut T<L>) -> Result<()> {

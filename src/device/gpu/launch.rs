@@ -70,7 +70,12 @@ pub(crate) fn col_tiles(rows: usize, cols: usize) -> (LaunchCfg, usize, usize) {
 
 /// A size as the `int` the kernels take, or an error naming the op when it does not fit.
 pub(crate) fn int(op: &'static str, v: usize) -> Result<KernelArg> {
-    i32::try_from(v).map(KernelArg::I32).map_err(|_| {
+    int32(op, v).map(KernelArg::I32)
+}
+
+/// `v` as a kernel's 32-bit size or index, or an error naming `op`.
+pub(crate) fn int32(op: &'static str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| {
         Error::Invalid(format!(
             "{op}: size {v} exceeds the GPU kernels' 32-bit index range"
         ))

@@ -38,6 +38,7 @@ mod launch;
 mod ops_attention;
 mod ops_loss;
 mod ops_misc;
+mod ops_optim;
 pub mod profile;
 mod scratch;
 

@@ -1,9 +1,9 @@
-//! Token, dropout, optimiser and image ops of [`GpuBackend`]: shape checks and launches.
+//! Token, dropout and image ops of [`GpuBackend`]: shape checks and launches.
 
 use super::backend::{f32_only, opt, p, T};
-use super::launch::{f32, grid_1d, int, ptr};
+use super::launch::{f32, int};
 use super::{GpuBackend, KernelArg, Launcher};
-use crate::device::{check, AdamStep, Interp};
+use crate::device::{check, Interp};
 use crate::error::Result;
 
 impl<L: Launcher> GpuBackend<L> {
@@ -100,71 +100,6 @@ impl<L: Launcher> GpuBackend<L> {
             int(kernel, start)?,
         ];
         self.launch_1d(kernel, part.numel(), &args)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn adam(
-        &self,
-        stable: bool,
-        param: &mut T<L>,
-        grad: &T<L>,
-        m: &mut T<L>,
-        v: &mut T<L>,
-        vmax: Option<&mut T<L>>,
-        hp: &AdamStep,
-    ) -> Result<()> {
-        let op = if stable {
-            "stable_adamw_step"
-        } else {
-            "adamw_step"
-        };
-        let n = check::adam(op, param, grad, m, v, vmax.as_deref(), hp)?;
-        // Master weights and moments are f32 by design; the kernels take `float*`.
-        f32_only(
-            op,
-            &[
-                ("param", Some(param)),
-                ("grad", Some(grad)),
-                ("m", Some(m)),
-                ("v", Some(v)),
-                ("vmax", vmax.as_deref()),
-            ],
-        )?;
-        if n == 0 {
-            return Ok(());
-        }
-        // Bias corrections in f64: beta^t underflows gracefully and 1 - beta2^t keeps its
-        // digits for small t.
-        let t = hp.t.min(i32::MAX as u64) as i32;
-        let bc1 = 1.0 - (hp.beta1 as f64).powi(t);
-        let bc2_sqrt = (1.0 - (hp.beta2 as f64).powi(t)).sqrt();
-        let vmax_arg = opt(vmax.as_deref());
-        let hyper = [
-            f32(hp.beta1),
-            f32(hp.beta2),
-            f32(hp.eps),
-            f32(bc2_sqrt as f32),
-        ];
-        let mut args = vec![
-            p(param),
-            p(grad),
-            p(m),
-            p(v),
-            vmax_arg,
-            f32(hp.lr),
-            f32(hp.weight_decay),
-            f32(bc1 as f32),
-        ];
-        args.extend(hyper);
-        if !stable {
-            return self.launch_1d("adamw_step", n, &args);
-        }
-        // Pass 1: per-block partial sums of (g / denom)² with the updated moments; pass 2
-        // sums the partials in every block (no host round trip) and applies the update.
-        let rms_args = [p(grad), p(v), vmax_arg, hyper[1], hyper[2], hyper[3]];
-        let (partials, blocks) = self.launch_partials("stable_adamw_rms", n, &rms_args)?;
-        args.extend([ptr(partials.ptr()), int(op, blocks)?, int(op, n)?]);
-        self.launch("stable_adamw_step", grid_1d(n), &args)
     }
 
     pub(super) fn resize_op(&self, x: &T<L>, interp: Interp, out: &mut T<L>) -> Result<()> {
