@@ -227,6 +227,27 @@ pub fn levels() -> Vec<Level> {
     all
 }
 
+/// A loop body generic over [`Simd`], for [`run`]: the alternative to [`dispatch!`] for
+/// bodies too large for the compiler to inline a closure into the `#[target_feature]` entry
+/// point (then every intrinsic in the closure becomes a call, slower than scalar code; the
+/// softmax loops of the attention were such bodies). `apply` must be `#[inline(always)]`,
+/// which is honoured whatever the body's size.
+pub trait Vectorized {
+    type Output;
+    fn apply<S: Simd>(self, s: S) -> Self::Output;
+}
+
+/// `v.apply` with the token of [`level`], compiled for that level's instruction set.
+pub fn run<V: Vectorized>(v: V) -> V::Output {
+    match level() {
+        Level::Scalar(s) => v.apply(s),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(t) => t.vectorize_op(v),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(t) => t.vectorize_op(v),
+    }
+}
+
 /// `dispatch!(s => body)` evaluates `body` with `s` bound to the token of [`level`]
 /// (`dispatch!(level, s => body)` to name the level), inside a function compiled for that
 /// level's instruction set. Everything `body` calls on `s` must be `#[inline(always)]`.
@@ -391,6 +412,17 @@ mod x86 {
             // SAFETY: the token exists only when the CPU has AVX2 and FMA.
             unsafe { run(self, f) }
         }
+
+        /// `v.apply(self)` compiled for AVX2 + FMA (see [`super::run`]).
+        #[inline]
+        pub fn vectorize_op<V: super::Vectorized>(self, v: V) -> V::Output {
+            #[target_feature(enable = "avx2,fma")]
+            fn run<V: super::Vectorized>(t: Avx2, v: V) -> V::Output {
+                v.apply(t)
+            }
+            // SAFETY: the token exists only when the CPU has AVX2 and FMA.
+            unsafe { run(self, v) }
+        }
     }
 
     impl Simd for Avx2 {
@@ -519,6 +551,17 @@ mod x86 {
             }
             // SAFETY: the token exists only when the CPU has AVX-512 F and DQ, AVX2 and FMA.
             unsafe { run(self, f) }
+        }
+
+        /// `v.apply(self)` compiled for AVX-512 (see [`super::run`]).
+        #[inline]
+        pub fn vectorize_op<V: super::Vectorized>(self, v: V) -> V::Output {
+            #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+            fn run<V: super::Vectorized>(t: Avx512, v: V) -> V::Output {
+                v.apply(t)
+            }
+            // SAFETY: the token exists only when the CPU has AVX-512 F and DQ, AVX2 and FMA.
+            unsafe { run(self, v) }
         }
     }
 
