@@ -31,10 +31,11 @@ fn kdad_binary_calls_no_intrinsic_as_a_function() {
         // "0000000000401000 <name>:" starts a function.
         if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")) {
             function = name.1;
-        } else if line.contains("call") && line.contains("core::core_arch::") {
-            if function.starts_with("kdad::") {
-                *offenders.entry(function).or_default() += 1;
-            }
+        } else if line.contains("call")
+            && line.contains("core::core_arch::")
+            && function.starts_with("kdad::")
+        {
+            *offenders.entry(function).or_default() += 1;
         }
     }
     assert!(
