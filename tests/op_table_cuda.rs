@@ -3,9 +3,8 @@
 
 mod common;
 
+use common::cuda::gpu;
 use common::op_table::{run_table, Storage, Tolerance};
-use kdad::device::gpu::cuda::Cuda;
-use kdad::device::gpu::GpuBackend;
 
 /// The emulator's tolerances (tests/op_table_emu.rs, where the bounds are derived): the
 /// kernels are the same, only the GPU's approximate `__expf`, FMA contraction and the tensor
@@ -18,16 +17,6 @@ const GPU_BF16_STORE: Tolerance = Tolerance {
     forward: 1.4e-2,
     backward: 1e-2,
 };
-
-fn gpu() -> Option<GpuBackend<Cuda>> {
-    match Cuda::new(0) {
-        Ok(cuda) => Some(GpuBackend::new(cuda)),
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
-}
 
 #[test]
 fn cuda_matches_reference_cpu_and_finite_differences() {

@@ -5,18 +5,9 @@
 
 mod common;
 
-use common::vit_step::{frozen_bf16_matches_f32_cpu, matches_f32_cpu};
-use kdad::device::gpu::{cuda::Cuda, GpuBackend};
+use common::cuda::gpu;
 
-fn gpu() -> Option<GpuBackend<Cuda>> {
-    match Cuda::new(0) {
-        Ok(cuda) => Some(GpuBackend::new(cuda)),
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
-}
+use common::vit_step::{frozen_bf16_matches_f32_cpu, matches_f32_cpu};
 
 #[test]
 fn tiny_frozen_vit_forward_on_cuda_with_bf16_weights_matches_cpu() {

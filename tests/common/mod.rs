@@ -3,6 +3,7 @@
 //! `coverage`, a GPU backend's test only `run_table`), hence the dead-code allowance.
 #![allow(dead_code)]
 
+pub mod cuda;
 pub mod files;
 pub mod op_table;
 pub mod reference;
