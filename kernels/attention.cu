@@ -131,6 +131,18 @@ __device__ __forceinline__ void mul_atb(const float* a, const float* b, const Di
     }
 }
 
+// The chunk's aᵀ·b (dh × dh, both [kChunk][stride] in shared memory) into dst, row-major:
+// the matrix part of a chunk's partial sums.
+__device__ __forceinline__ void store_chunk_atb(const float* a, const float* b, const Dims& d, float* dst) {
+    const int dh = d.hd.dh;
+    const Tile t(d.p, d.p);
+    if (!t.active) return;
+    float acc[4][4];
+    mul_atb(a, b, d, t, acc);
+    for (int r = 0; r < 4 && t.r0 + r < dh; ++r)
+        for (int c = 0; c < 4 && t.c0 + c < dh; ++c) dst[(t.r0 + r) * dh + t.c0 + c] = acc[r][c];
+}
+
 // dst[r][c] = f(src[idx(row0 + r, c)]) for the chunk's rows and c < p; 0 for rows past n and
 // columns past dh, so that they add nothing to the products. 4-element loads when dh % 4 == 0
 // (then every row starts aligned, as dim = heads·dh).
@@ -203,13 +215,7 @@ extern "C" __global__ void linear_attn_kv(In qkv, float* part, int n, int dim, i
     linattn::load_chunk(v, qkv, d, s0, [&](int s, int c) { return d.hd.qkv(b, s, 2, h, c); }, linattn::Identity());
     __syncthreads();
     float* dst = part + (static_cast<size_t>(blockIdx.y) * gridDim.x + blockIdx.x) * d.width();
-    const linattn::Tile t(d.p, d.p);
-    if (t.active) {
-        float acc[4][4];
-        linattn::mul_atb(fk, v, d, t, acc);
-        for (int r = 0; r < 4 && t.r0 + r < dh; ++r)
-            for (int c = 0; c < 4 && t.c0 + c < dh; ++c) dst[(t.r0 + r) * dh + t.c0 + c] = acc[r][c];
-    }
+    linattn::store_chunk_atb(fk, v, d, dst);
     if (threadIdx.x < dh) {
         float acc = 0.0f;
         for (int s = 0; s < kChunk; ++s) acc += fk[s * d.stride + threadIdx.x];
@@ -322,13 +328,7 @@ extern "C" __global__ void linear_attn_bwd_q(In dout, In qkv, const float* kv, O
     for (int e = threadIdx.x; e < kChunk * d.p; e += blockDim.x) go[e / d.p * d.stride + e % d.p] /= den[e / d.p];
     __syncthreads();
     float* dst = dpart + (static_cast<size_t>(blockIdx.y) * gridDim.x + blockIdx.x) * d.width();
-    const linattn::Tile u(d.p, d.p);
-    if (u.active) {
-        float acc[4][4];
-        linattn::mul_atb(a, go, d, u, acc);
-        for (int r = 0; r < 4 && u.r0 + r < dh; ++r)
-            for (int c = 0; c < 4 && u.c0 + c < dh; ++c) dst[(u.r0 + r) * dh + u.c0 + c] = acc[r][c];
-    }
+    linattn::store_chunk_atb(a, go, d, dst);
     if (threadIdx.x < dh) {
         float acc = 0.0f;
         for (int s = 0; s < kChunk; ++s) acc += dden[s] * a[s * d.stride + threadIdx.x];
