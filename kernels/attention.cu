@@ -461,8 +461,8 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 // __launch_bounds__: at most 128 registers, so that 4 blocks (16 warps) fit an SM and hide
 // the latency the tile copies leave.
-extern "C" __global__ void __launch_bounds__(128, 4)
-    flash_attn_fwd(In qkv, Out out, float* lse, int n, int dim, int heads, float scale) {
+extern "C" __launch_bounds__(128, 4) __global__
+    void flash_attn_fwd(In qkv, Out out, float* lse, int n, int dim, int heads, float scale) {
     using flash::kD;
     using flash::kRows;
     using flash::kStride;
