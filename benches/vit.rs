@@ -10,10 +10,10 @@
 //! cases whose name contains the argument. `KDAD_BENCH_REPS` sets the timed repetitions (3),
 //! `KDAD_BENCH_PRECISION=bf16` runs the matmuls on bf16 operands (f32 by default).
 
-use kdad::device::cpu::Cpu;
+use kdad::bench::vit::random_frozen;
 use kdad::device::Backend;
 use kdad::tensor::Rng;
-use kdad::vit::{ForwardSpec, Init, Vit, VitConfig, VitParams};
+use kdad::vit::{ForwardSpec, VitConfig};
 use std::time::Instant;
 
 mod common;
@@ -61,11 +61,6 @@ const FULL: ForwardSpec = ForwardSpec {
     train: false,
 };
 
-fn model(be: &Cpu, cfg: &VitConfig) -> kdad::Result<Vit<Cpu>> {
-    let params = VitParams::init(be, cfg, &Init::vit(), &mut Rng::new(0))?;
-    Vit::frozen(be, *cfg, params)
-}
-
 /// One timed forward: wall seconds, and the CPU and run-queue-wait seconds of all threads.
 struct Sample {
     wall: f64,
@@ -90,7 +85,7 @@ fn sched_ns() -> Option<(u64, u64)> {
 /// Timed forwards after one untimed warm-up.
 fn time(case: &Case, reps: usize) -> kdad::Result<Vec<Sample>> {
     let be = common::cpu_backend();
-    let mut vit = model(&be, &case.cfg)?;
+    let mut vit = random_frozen(&be, &case.cfg)?;
     let img = be.upload(&Rng::new(1).tensor([case.batch, 3, case.size, case.size], -2.0, 2.0))?;
     vit.forward(&be, &img, &FULL)?;
     (0..reps)

@@ -30,7 +30,12 @@ pub fn vit<B: Backend>(
     batches: &[usize],
     reps: usize,
 ) -> anyhow::Result<()> {
-    cfg.grid(size, size)?;
+    // Sizes first, so that a bad one is an error before the model is built.
+    let gflop = cfg.forward_flops(size, size, cfg.depth)? as f64 / 1e9;
+    anyhow::ensure!(
+        batches.iter().all(|&b| b > 0),
+        "batch sizes must be at least 1"
+    );
     println!(
         "ViT forward (dim {}, depth {}, {size}x{size}, frozen, random weights) on {}",
         cfg.dim,
@@ -43,7 +48,6 @@ pub fn vit<B: Backend>(
     );
     let mut vit = random_frozen(be, cfg)?;
     for &batch in batches {
-        anyhow::ensure!(batch > 0, "batch sizes must be at least 1");
         let t = time_forward(be, &mut vit, batch, size, reps)?;
         let best = t.best();
         println!(
@@ -55,15 +59,8 @@ pub fn vit<B: Backend>(
             rate(t.flop_rate(best))
         );
     }
-    println!(
-        "{:.2} GFLOP per image; rate = FLOPs / best time",
-        vit_flops(cfg, size)? / 1e9
-    );
+    println!("{gflop:.2} GFLOP per image; rate = FLOPs / best time");
     Ok(())
-}
-
-fn vit_flops(cfg: &VitConfig, size: usize) -> crate::Result<f64> {
-    Ok(cfg.forward_flops(size, size, cfg.depth)? as f64)
 }
 
 pub fn train_step<B: Backend>(
