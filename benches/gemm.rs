@@ -1,7 +1,7 @@
 //! CPU matmul throughput through the Backend trait, at the sizes the model runs, next to
 //! the same product through the `gemm` crate called directly.
 //!
-//! Run: `cargo bench --bench gemm [-- --reps N --filter NAME --bf16]` (threads: rayon's default,
+//! Run: `cargo bench --bench gemm [-- --reps N --filter NAME --bf16 --frozen]` (threads: rayon's default,
 //! one per core; `RAYON_NUM_THREADS` changes it). Each size runs N times (default 10) after
 //! a warm-up and reports the best run, since a shared machine adds noise but never speed.
 //! The last column divides the FLOPs by the CPU time each thread actually ran: on a loaded
@@ -84,12 +84,16 @@ fn bench(
     what: &str,
     mkn: (usize, usize, usize),
     layout: Layout,
+    frozen: bool,
 ) {
     let (m, k, n) = mkn;
     let a_dims = if layout == Layout::TN { [k, m] } else { [m, k] };
     let b_dims = if layout == Layout::NT { [n, k] } else { [k, n] };
     let a = cpu.upload(&rng.tensor(a_dims, -1.0, 1.0)).unwrap();
-    let b = cpu.upload(&rng.tensor(b_dims, -1.0, 1.0)).unwrap();
+    let mut b = cpu.upload(&rng.tensor(b_dims, -1.0, 1.0)).unwrap();
+    if frozen {
+        b = cpu.freeze(b).unwrap();
+    }
     let mut out = cpu.zeros(&[m, n]).unwrap();
     let mut direct_out = vec![0.0f32; m * n];
     let threads = rayon::current_num_threads();
@@ -119,6 +123,9 @@ fn main() {
     let reps = arg("--reps").and_then(|v| v.parse().ok()).unwrap_or(10);
     // Only the sizes whose name contains this (e.g. `--filter ViT-B`).
     let filter = arg("--filter").unwrap_or_default();
+    // `--frozen`: the weight operand frozen first, as a teacher's are (the CPU then packs it
+    // once for its frozen GEMM, which NT products in f32 use).
+    let frozen = std::env::args().any(|a| a == "--frozen");
     // `--bf16`: the Backend's products with bf16 operands (f32 accumulation).
     let (cpu, operands) = if std::env::args().any(|a| a == "--bf16") {
         (Cpu::with_precision(Precision::Bf16), "bf16 operands")
@@ -127,10 +134,13 @@ fn main() {
     };
     let mut rng = Rng::new(1);
     let threads = rayon::current_num_threads();
-    println!("cpu matmul, {operands}, {threads} threads, best of {reps} (gemm direct: f32)");
+    let weights = if frozen { "frozen" } else { "trainable" };
+    println!(
+        "cpu matmul, {operands}, {weights} weights, {threads} threads, best of {reps} (gemm direct: f32)"
+    );
     let mut run = |what: &str, mkn, layout| {
         if what.contains(&filter) {
-            bench(&cpu, &mut rng, reps, what, mkn, layout)
+            bench(&cpu, &mut rng, reps, what, mkn, layout, frozen)
         }
     };
     // The acceptance size: ViT-B MLP fc1 over 2056 tokens (8 images of 257).

@@ -309,6 +309,19 @@ fn dinomaly_linear_attention_block_matches_f64_reference() {
     });
 }
 
+/// Equal shapes and values equal up to f32 rounding: a frozen model's products run another
+/// kernel than a trainable one's (weights packed once), which sums in another order.
+fn same_up_to_rounding(got: &HostTensor, want: &HostTensor) {
+    assert_eq!(got.shape, want.shape);
+    let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs() + 1e-6 * scale,
+            "element {i}: {g} vs {w}"
+        );
+    }
+}
+
 #[test]
 fn frozen_forward_matches_training_forward_and_stops_at_the_last_tap() {
     let be = Cpu::new();
@@ -346,8 +359,8 @@ fn frozen_forward_matches_training_forward_and_stops_at_the_last_tap() {
         )
         .unwrap();
     assert!(o.cls_norm.is_none() && o.patch_norm.is_none());
-    assert_eq!(be.download(o.taps[0]).unwrap(), want[2]);
-    assert_eq!(be.download(o.taps[1]).unwrap(), want[0]);
+    same_up_to_rounding(&be.download(o.taps[0]).unwrap(), &want[2]);
+    same_up_to_rounding(&be.download(o.taps[1]).unwrap(), &want[0]);
     assert_eq!(teacher.arena.as_ref().unwrap().run, 3);
     let o = teacher
         .forward(
@@ -360,8 +373,8 @@ fn frozen_forward_matches_training_forward_and_stops_at_the_last_tap() {
             },
         )
         .unwrap();
-    assert_eq!(be.download(o.taps[0]).unwrap(), want[1]);
-    assert_eq!(be.download(o.cls_norm.unwrap()).unwrap(), want_cls);
+    same_up_to_rounding(&be.download(o.taps[0]).unwrap(), &want[1]);
+    same_up_to_rounding(&be.download(o.cls_norm.unwrap()).unwrap(), &want_cls);
 
     let e = teacher
         .forward(

@@ -12,6 +12,8 @@
 mod attention;
 mod elementwise;
 #[cfg(target_arch = "x86_64")]
+mod frozen_gemm;
+#[cfg(target_arch = "x86_64")]
 mod gemm_bf16;
 mod image;
 mod loss;
@@ -21,11 +23,13 @@ mod norm;
 mod optim;
 mod par;
 mod simd;
+mod storage;
 mod tokens;
 
 use crate::device::{check, AdamStep, Backend, Interp, Layout, Tensor};
 use crate::error::Result;
 use crate::tensor::{HostTensor, Shape};
+pub use storage::CpuStorage;
 
 /// Operand precision of the CPU backend's matrix products; accumulation is f32 either way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,7 +73,7 @@ impl Cpu {
 type T = Tensor<Cpu>;
 
 impl Backend for Cpu {
-    type Storage = Vec<f32>;
+    type Storage = CpuStorage;
 
     fn name(&self) -> String {
         match self.precision {
@@ -81,14 +85,29 @@ impl Backend for Cpu {
     fn zeros(&self, dims: &[usize]) -> Result<T> {
         let shape = Shape::new(dims);
         let n = shape.numel();
-        Ok(Tensor::from_parts(shape, vec![0.0; n]))
+        Ok(Tensor::from_parts(shape, CpuStorage::new(vec![0.0; n])))
+    }
+    /// A frozen 2-D tensor (a linear layer's weight) also keeps a copy packed for the frozen
+    /// GEMM, which every later f32 `x·Wᵀ` with it reads instead of re-packing `W`: twice the
+    /// weight's memory for a faster forward.
+    fn freeze(&self, mut t: T) -> Result<T> {
+        #[cfg(target_arch = "x86_64")]
+        if let [n, k] = *t.dims() {
+            if self.precision == Precision::F32 && frozen_gemm::available() {
+                t.storage.pack(n, k);
+            }
+        }
+        Ok(t)
     }
     fn upload(&self, host: &HostTensor) -> Result<T> {
         check::upload(host)?;
-        Ok(Tensor::from_parts(host.shape.clone(), host.data.clone()))
+        Ok(Tensor::from_parts(
+            host.shape.clone(),
+            CpuStorage::new(host.data.clone()),
+        ))
     }
     fn download(&self, t: &T) -> Result<HostTensor> {
-        HostTensor::new(t.shape.clone(), t.storage.clone())
+        HostTensor::new(t.shape.clone(), t.storage.to_vec())
     }
     fn copy(&self, src: &T, dst: &mut T) -> Result<()> {
         check::same_numel("copy", ("src", src), ("dst", dst))?;
@@ -124,6 +143,23 @@ impl Backend for Cpu {
     ) -> Result<()> {
         let dims = check::matmul(a, b, bias, out, layout)?;
         let bias = bias.map(|t| t.storage.as_slice());
+        #[cfg(target_arch = "x86_64")]
+        if let Some(w) = b.storage.packed() {
+            // Only a 2-D weight is packed, so an NT product with it has one batch of m rows.
+            if layout == Layout::NT && self.precision == Precision::F32 {
+                debug_assert_eq!(w.dims(), (dims.n, dims.k));
+                frozen_gemm::gemm(
+                    &a.storage,
+                    dims.m,
+                    w,
+                    bias,
+                    &mut out.storage,
+                    accumulate,
+                    true,
+                );
+                return Ok(());
+            }
+        }
         matmul::matmul(
             &a.storage,
             &b.storage,
