@@ -14,10 +14,12 @@
 //! the tile is contiguous in `y`, the tile is added into `y` with vector loads and stores,
 //! and the bias comes in with the first depth block for free.
 //!
-//! Blocking: depth blocks of `KC` so that a panel's `KC × 32` weights (24 KB) stay in the
-//! 32 KB L1 while every token tile passes over them; the activations' `m × KC` slab is read
-//! from L2. Threads split the panels (whole columns of `y`), so they share nothing and meet
-//! once per product.
+//! Blocking: each panel runs in depth blocks of `KC`, so that a block's `KC × 32` weights
+//! (24 KB) stay in the 32 KB L1 while every token tile passes over them, and the tiles of a
+//! block prefetch the next block's weights. The activations are read from L2 in place,
+//! except when their row stride is a multiple of 4 KB (fc2's 3072): such rows all fall into
+//! one L1 set, so they are first copied to a padded stride. Threads take chunks of whole
+//! panels (whole columns of `y`) as they come free and share nothing else.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -134,117 +136,69 @@ pub fn gemm(
         }
         return;
     }
+    // Rows of x whose stride is a multiple of 4 KB share one L1 set at equal depth, so a
+    // tile's 12 rows would evict one another (and the weights) at every step: such an x is
+    // first copied to a padded stride, once for all threads.
+    let mut padded = if aliased(k) {
+        PADDED_X.take()
+    } else {
+        Vec::new()
+    };
+    let (xp, xs) = if aliased(k) {
+        let xs = k + X_PAD;
+        padded.resize(m * xs, 0.0);
+        use rayon::prelude::*;
+        let rows = padded.par_chunks_mut(xs).zip(x.par_chunks(k));
+        if parallel {
+            rows.for_each(|(to, from)| to[..k].copy_from_slice(from));
+        } else {
+            rows.with_min_len(m)
+                .for_each(|(to, from)| to[..k].copy_from_slice(from));
+        }
+        (padded.as_slice(), xs)
+    } else {
+        (x, k)
+    };
     let out = Out(y.as_mut_ptr());
     let panels = n.div_ceil(PANEL);
     let threads = if parallel {
-        rayon::current_num_threads().min(panels)
+        rayon::current_num_threads()
     } else {
         1
     };
-    let task = |t: usize| {
-        let (j0, j1) = (panels * t / threads, panels * (t + 1) / threads);
-        // SAFETY: AVX-512F was asserted; x, y and the bias were checked to hold m×k, m×n and n
-        // values, and task t writes only the columns of panels j0..j1.
-        unsafe { columns(x, m, w, bias, out, accumulate, (j0, j1)) };
+    // A few chunks of panels per thread, handed out as threads come free, so one thread
+    // held up (a busy machine) does not hold up the product.
+    let chunk = panels.div_ceil(CHUNKS_PER_THREAD * threads).max(1);
+    let run = |c: usize| {
+        let (j0, j1) = (c * chunk, ((c + 1) * chunk).min(panels));
+        // SAFETY: AVX-512F was asserted; x (or its padded copy, the same m rows at stride
+        // xs), y and the bias were checked to hold m×k, m×n and n values, and chunk c
+        // writes only the columns of panels j0..j1.
+        unsafe { columns((xp, xs), m, w, bias, out, accumulate, (j0, j1)) };
     };
-    if threads > 1 {
-        rayon::scope(|s| {
-            for t in 1..threads {
-                s.spawn(move |_| task(t));
-            }
-            task(0);
-        });
+    let chunks = panels.div_ceil(chunk);
+    if threads > 1 && chunks > 1 {
+        use rayon::prelude::*;
+        (0..chunks).into_par_iter().with_max_len(1).for_each(run);
     } else {
-        task(0);
+        (0..chunks).for_each(run);
+    }
+    if aliased(k) {
+        PADDED_X.set(padded);
     }
 }
 
-/// Panels `j0..j1` of the product: every depth block, every tile.
-///
-/// # Safety
-/// The CPU has AVX-512F; `x` holds `m × w.k` values, `out` points at `m × w.n` values that
-/// nothing else touches in these panels' columns; `bias` (if any) holds `w.n` values.
-#[target_feature(enable = "avx512f")]
-unsafe fn columns(
-    x: &[f32],
-    m: usize,
-    w: &PackedWeight,
-    bias: Option<&[f32]>,
-    out: Out,
-    accumulate: bool,
-    (j0, j1): (usize, usize),
-) {
-    let (n, k) = (w.n, w.k);
-    let depths = (0..k).step_by(KC);
-    // The blocks (panel, depth) in the order they run. Rows of x whose stride is a multiple of
-    // 4 KB share one L1 set at equal depth, so a tile's 12 rows evict one another: those
-    // products copy each depth slab of x to a padded stride first, and then run every panel
-    // over it. The others go panel by panel, reading the packed weights as one stream.
-    let padded = aliased(k);
-    let order: Vec<(usize, usize)> = if padded {
-        depths
-            .flat_map(|k0| (j0..j1).map(move |j| (j, k0)))
-            .collect()
-    } else {
-        (j0..j1)
-            .flat_map(|j| depths.clone().map(move |k0| (j, k0)))
-            .collect()
-    };
-    let at = |(j, k0): (usize, usize)| w.lines[(j * k + k0) * 2..].as_ptr();
-    let tiles = m.div_ceil(ROWS);
-    let mut slab = if padded { SLAB.take() } else { Vec::new() };
-    let (mut xp, mut xs) = (x.as_ptr(), k);
-    for (b, &(j, k0)) in order.iter().enumerate() {
-        let kc = KC.min(k - k0);
-        if padded && (b == 0 || order[b - 1].1 != k0) {
-            slab.clear();
-            for row in x[..m * k].chunks_exact(k) {
-                slab.extend_from_slice(&row[k0..k0 + kc]);
-                slab.extend_from_slice(&[0.0; SLAB_PAD]);
-            }
-            (xp, xs) = (slab.as_ptr(), kc + SLAB_PAD);
-        } else if !padded {
-            xp = x[k0..].as_ptr();
-        }
-        let first = k0 == 0;
-        let f0 = j * PANEL;
-        let live = PANEL.min(n - f0);
-        let panel = at((j, k0));
-        let epilogue = Epilogue {
-            masks: [lane_mask(live), lane_mask(live.saturating_sub(16))],
-            add: accumulate || !first,
-            bias: bias.filter(|_| first).map(|b| b[f0..].as_ptr()),
-        };
-        // Each tile prefetches its share of the next block's weights.
-        let next = order.get(b + 1).map(|&nb| (at(nb), 2 * KC.min(k - nb.1)));
-        let share = (2 * KC).div_ceil(tiles);
-        for (t, i0) in (0..m).step_by(ROWS).enumerate() {
-            if let Some((next, lines)) = next {
-                for l in t * share..((t + 1) * share).min(lines) {
-                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(l).cast());
-                }
-            }
-            // SAFETY: rows i0.. of x (or of the slab, which holds the same m rows at its
-            // own stride) from depth k0 hold kc values each, and the tile's rows of y from
-            // column f0 lie inside y (function contract); the panel holds kc·2 lines from
-            // here.
-            unsafe {
-                let ys = out.0.add(i0 * n + f0);
-                tile_any(m - i0, kc, xp.add(i0 * xs), xs, panel, ys, n, epilogue);
-            }
-        }
-    }
-    if padded {
-        SLAB.set(slab);
-    }
-}
+/// Chunks of panels per thread: enough to even out a thread that falls behind, few enough
+/// that each chunk streams a long run of weights.
+const CHUNKS_PER_THREAD: usize = 4;
 
-/// Zeros after each row of a copied slab: its stride is then no multiple of 4 KB.
-const SLAB_PAD: usize = 16;
+/// Zeros after each row of a padded copy of x: its stride is then no multiple of 4 KB.
+const X_PAD: usize = 16;
 
 thread_local! {
-    /// One thread's padded copy of a depth slab of x, kept to reuse its pages.
-    static SLAB: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The calling thread's padded copy of x, kept to reuse its pages. Taken out while in
+    /// use, so a product nested in a rayon wait on this thread starts from its own.
+    static PADDED_X: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Whether rows `k` floats apart fall into so few L1 sets (64 sets of 64 bytes: 4 KB per
@@ -259,6 +213,60 @@ fn gcd(a: usize, b: usize) -> usize {
         a
     } else {
         gcd(b, a % b)
+    }
+}
+
+/// Panels `j0..j1` of the product, each in depth blocks: the packed weights are read as one
+/// stream, and the tiles of each block prefetch the next block's weights.
+///
+/// # Safety
+/// The CPU has AVX-512F; `x` holds `m` rows of stride `xs` with `w.k` values each, `out`
+/// points at `m × w.n` values that nothing else touches in these panels' columns; `bias`
+/// (if any) holds `w.n` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn columns(
+    (x, xs): (&[f32], usize),
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    out: Out,
+    accumulate: bool,
+    (j0, j1): (usize, usize),
+) {
+    let (n, k) = (w.n, w.k);
+    let tiles = m.div_ceil(ROWS);
+    let end = w.lines[j1 * 2 * k..].as_ptr();
+    for j in j0..j1 {
+        let f0 = j * PANEL;
+        let live = PANEL.min(n - f0);
+        let masks = [lane_mask(live), lane_mask(live.saturating_sub(16))];
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            let first = k0 == 0;
+            let panel = w.lines[(j * k + k0) * 2..].as_ptr();
+            let epilogue = Epilogue {
+                masks,
+                add: accumulate || !first,
+                bias: bias.filter(|_| first).map(|b| b[f0..].as_ptr()),
+            };
+            // The next block's lines follow this block's; each tile prefetches its share.
+            let next = panel.wrapping_add(2 * kc);
+            let lines = (2 * KC).min(end as usize / 64 - next as usize / 64);
+            let share = lines.div_ceil(tiles);
+            for (t, i0) in (0..m).step_by(ROWS).enumerate() {
+                for l in t * share..((t + 1) * share).min(lines) {
+                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(l).cast());
+                }
+                // SAFETY: rows i0.. of x from depth k0 hold kc values each, and the tile's
+                // rows of y from column f0 lie inside y (function contract); the panel holds
+                // kc·2 lines from here.
+                unsafe {
+                    let xr = x.as_ptr().add(i0 * xs + k0);
+                    let ys = out.0.add(i0 * n + f0);
+                    tile_any(m - i0, kc, xr, xs, panel, ys, n, epilogue);
+                }
+            }
+        }
     }
 }
 
