@@ -15,8 +15,7 @@
 //! and the bias comes in with the first depth block for free.
 //!
 //! Blocking: each panel runs in depth blocks of `KC`, so that a block's `KC × 32` weights
-//! (24 KB) stay in the 32 KB L1 while every token tile passes over them, and the tiles of a
-//! block prefetch the next block's weights. The activations are read from L2 in place,
+//! (24 KB) stay in the 32 KB L1 while every token tile passes over them. The activations are read from L2 in place,
 //! except when their row stride is a multiple of 4 KB (fc2's 3072): such rows all fall into
 //! one L1 set, so they are first copied to a padded stride. Threads take chunks of whole
 //! panels (whole columns of `y`) as they come free and share nothing else.
@@ -217,7 +216,8 @@ fn gcd(a: usize, b: usize) -> usize {
 }
 
 /// Panels `j0..j1` of the product, each in depth blocks: the packed weights are read as one
-/// stream, and the tiles of each block prefetch the next block's weights.
+/// stream, which the hardware prefetcher follows (prefetching the next block in software
+/// made no difference, with the weights cold or not).
 ///
 /// # Safety
 /// The CPU has AVX-512F; `x` holds `m` rows of stride `xs` with `w.k` values each, `out`
@@ -234,8 +234,6 @@ unsafe fn columns(
     (j0, j1): (usize, usize),
 ) {
     let (n, k) = (w.n, w.k);
-    let tiles = m.div_ceil(ROWS);
-    let end = w.lines[j1 * 2 * k..].as_ptr();
     for j in j0..j1 {
         let f0 = j * PANEL;
         let live = PANEL.min(n - f0);
@@ -249,14 +247,7 @@ unsafe fn columns(
                 add: accumulate || !first,
                 bias: bias.filter(|_| first).map(|b| b[f0..].as_ptr()),
             };
-            // The next block's lines follow this block's; each tile prefetches its share.
-            let next = panel.wrapping_add(2 * kc);
-            let lines = (2 * KC).min(end as usize / 64 - next as usize / 64);
-            let share = lines.div_ceil(tiles);
-            for (t, i0) in (0..m).step_by(ROWS).enumerate() {
-                for l in t * share..((t + 1) * share).min(lines) {
-                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(l).cast());
-                }
+            for i0 in (0..m).step_by(ROWS) {
                 // SAFETY: rows i0.. of x from depth k0 hold kc values each, and the tile's
                 // rows of y from column f0 lie inside y (function contract); the panel holds
                 // kc·2 lines from here.
