@@ -188,6 +188,8 @@ struct Call {
     /// Operands (index over ins then outs) whose last dim may legally change; their wrong
     /// shape changes the first dim instead.
     flex: Vec<usize>,
+    /// Input 1 (a weight) goes through `freeze` before the op, as a teacher's weights do.
+    frozen: bool,
 }
 
 impl Call {
@@ -200,7 +202,13 @@ impl Call {
             expect: vec![],
             ret: None,
             flex: vec![],
+            frozen: false,
         }
+    }
+    /// Freeze input 1 before the op (see [`Call::frozen`]).
+    fn frozen_weight(mut self) -> Self {
+        self.frozen = true;
+        self
     }
     fn input(mut self, t: &HostTensor) -> Self {
         self.ins.push(t.clone());
@@ -267,7 +275,13 @@ impl Call {
             .iter()
             .map(|t| format!("{:?}", t.0.dims()))
             .collect();
-        format!("{}({} -> {})", self.op, ins.join(", "), outs.join(", "))
+        let frozen = if self.frozen { ", frozen weight" } else { "" };
+        format!(
+            "{}({} -> {}{frozen})",
+            self.op,
+            ins.join(", "),
+            outs.join(", ")
+        )
     }
 }
 
@@ -438,6 +452,11 @@ fn matmul_cases(rng: &mut Rng) -> Vec<Call> {
     }
     // A product big enough for the multi-threaded gemm path.
     v.push(matmul_case(rng, NT, &[], 129, 96, 200, true, true, false));
+    // Frozen weights (the CPU's packed kernel): several depth blocks; a partial last panel,
+    // an accumulating product and a 4 KB row stride (the padded copy of a); a lone row.
+    v.push(matmul_case(rng, NT, &[], 257, 96, 768, true, true, false).frozen_weight());
+    v.push(matmul_case(rng, NT, &[], 30, 40, 1024, true, true, true).frozen_weight());
+    v.push(matmul_case(rng, NT, &[], 1, 3, 5, true, false, false).frozen_weight());
     v
 }
 
@@ -1429,7 +1448,14 @@ fn execute<B: Backend>(be: &B, c: &Call, storage: Storage) -> (Vec<HostTensor>, 
         .ins
         .iter()
         .enumerate()
-        .map(|(k, t)| place(be, t, acts.contains(&k)))
+        .map(|(k, t)| {
+            let t = place(be, t, acts.contains(&k));
+            if c.frozen && k == 1 {
+                be.freeze(t).unwrap()
+            } else {
+                t
+            }
+        })
         .collect();
     let mut outs: Vec<Tensor<B>> = c
         .outs
@@ -1550,7 +1576,18 @@ fn check_wrong_shapes<B: Backend>(be: &B, c: &Call) {
     }
     for which in 0..c.ins.len() + c.outs.len() {
         let (ins, outs) = with_wrong_shape(c, which);
-        let ins: Vec<Tensor<B>> = ins.iter().map(|t| be.upload(t).unwrap()).collect();
+        let ins: Vec<Tensor<B>> = ins
+            .iter()
+            .enumerate()
+            .map(|(k, t)| {
+                let t = be.upload(t).unwrap();
+                if c.frozen && k == 1 {
+                    be.freeze(t).unwrap()
+                } else {
+                    t
+                }
+            })
+            .collect();
         let mut outs: Vec<Tensor<B>> = outs.iter().map(|t| be.upload(t).unwrap()).collect();
         match invoke(be, c, &ins, &mut outs) {
             Err(e @ Error::Shape { op, .. }) => {

@@ -39,8 +39,19 @@ fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 /// The kernels this CPU gets, in words.
 pub fn kernels() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    if super::gemm_bf16::available() {
-        return "f32 via the gemm crate, bf16 on AVX512-BF16";
+    match (
+        super::frozen_gemm::available(),
+        super::gemm_bf16::available(),
+    ) {
+        (true, true) => {
+            return "f32 via the gemm crate (frozen weights: packed, AVX-512), bf16 on AVX512-BF16"
+        }
+        (true, false) => {
+            return "f32 via the gemm crate (frozen weights: packed, AVX-512); bf16 operands are \
+                    rounded, then multiplied in f32"
+        }
+        (false, true) => return "f32 via the gemm crate, bf16 on AVX512-BF16",
+        (false, false) => {}
     }
     "f32 via the gemm crate; bf16 operands are rounded, then multiplied in f32"
 }
