@@ -120,6 +120,11 @@ fn bench(
 }
 
 fn main() {
+    // On a pool thread, as the command line runs the CPU backend (see `cpu::in_pool`).
+    kdad::device::cpu::in_pool(bench_all);
+}
+
+fn bench_all() {
     let reps = arg("--reps").and_then(|v| v.parse().ok()).unwrap_or(10);
     // Only the sizes whose name contains this (e.g. `--filter ViT-B`).
     let filter = arg("--filter").unwrap_or_default();

@@ -61,6 +61,11 @@ impl Bench {
 }
 
 fn main() {
+    // On a pool thread, as the command line runs the CPU backend (see `cpu::in_pool`).
+    kdad::device::cpu::in_pool(bench_all);
+}
+
+fn bench_all() {
     let mut b = Bench {
         cpu: Cpu::new(),
         rng: Rng::new(7),

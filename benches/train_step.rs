@@ -17,6 +17,11 @@ use kdad::vit::VitConfig;
 mod common;
 
 fn main() -> kdad::Result<()> {
+    // On a pool thread, as the command line runs the CPU backend (see `cpu::in_pool`).
+    kdad::device::cpu::in_pool(steps)
+}
+
+fn steps() -> kdad::Result<()> {
     let steps: usize = std::env::var("KDAD_BENCH_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())

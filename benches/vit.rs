@@ -193,7 +193,8 @@ fn run() -> kdad::Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run() {
+    // On a pool thread, as the command line runs the CPU backend (see `cpu::in_pool`).
+    if let Err(e) = kdad::device::cpu::in_pool(run) {
         eprintln!("vit bench: {e}");
         std::process::exit(1);
     }

@@ -64,7 +64,7 @@ macro_rules! on_device {
                     None | Some(PrecisionArg::F32) => Precision::F32,
                     Some(PrecisionArg::Bf16) => Precision::Bf16,
                 }));
-                $body
+                crate::device::cpu::in_pool(|| $body)
             }
             DeviceKind::Emu => {
                 let $b = Arc::new(GpuBackend::new(Emu::new()));

@@ -70,6 +70,17 @@ impl Cpu {
     }
 }
 
+/// Run `f` on a thread of rayon's pool, and every CPU backend op it calls with it. The ops'
+/// parallel loops are rayon jobs: called from a thread outside the pool, each op is handed to
+/// the pool and its caller sleeps until a worker has finished it, two thread wake-ups per op;
+/// called on a worker, an op starts at once and the other workers join in. For a ViT-B/14
+/// forward at batch 1 (some 150 ops) that is 2 % of the time (232 → 227 ms). The command
+/// line runs every CPU command this way; a library user calling the CPU backend from their
+/// own thread does the same by wrapping the calls in this.
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 type T = Tensor<Cpu>;
 
 impl Backend for Cpu {
