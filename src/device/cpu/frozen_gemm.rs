@@ -77,6 +77,19 @@ impl PackedWeight {
             });
         PackedWeight { n, k, lines }
     }
+    /// The row-major `w [n, k]` it was packed from.
+    pub fn unpack(&self) -> Vec<f32> {
+        let (n, k) = (self.n, self.k);
+        let mut w = vec![0.0; n * k];
+        for (f, row) in w.chunks_exact_mut(k.max(1)).take(n).enumerate() {
+            let panel = &self.lines[(f / PANEL) * 2 * k..];
+            let lane = f % PANEL;
+            for (p, v) in row.iter_mut().enumerate() {
+                *v = panel[p * 2 + lane / 16].0[lane % 16];
+            }
+        }
+        w
+    }
     /// The shape `[n, k]` of the weight it was packed from.
     pub fn dims(&self) -> (usize, usize) {
         (self.n, self.k)
