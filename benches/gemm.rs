@@ -119,12 +119,10 @@ fn bench(
     );
 }
 
+// Called from the main thread, outside rayon's pool, unlike the command line (see
+// `cpu::in_pool`): the CPU-time column reads the threads' scheduler statistics, which are
+// current only for threads that are not running when read.
 fn main() {
-    // On a pool thread, as the command line runs the CPU backend (see `cpu::in_pool`).
-    kdad::device::cpu::in_pool(bench_all);
-}
-
-fn bench_all() {
     let reps = arg("--reps").and_then(|v| v.parse().ok()).unwrap_or(10);
     // Only the sizes whose name contains this (e.g. `--filter ViT-B`).
     let filter = arg("--filter").unwrap_or_default();

@@ -60,12 +60,10 @@ impl Bench {
     }
 }
 
+// Called from the main thread, outside rayon's pool, unlike the command line (see
+// `cpu::in_pool`): the CPU-time column reads the threads' scheduler statistics, which are
+// current only for threads that are not running when read.
 fn main() {
-    // On a pool thread, as the command line runs the CPU backend (see `cpu::in_pool`).
-    kdad::device::cpu::in_pool(bench_all);
-}
-
-fn bench_all() {
     let mut b = Bench {
         cpu: Cpu::new(),
         rng: Rng::new(7),
