@@ -132,7 +132,8 @@ pub trait Backend: Send + Sync {
     }
     /// The storage for a tensor that is only read from now on (a frozen model's weights):
     /// the GPU backends keep it in bf16, as their GEMMs take it, so no GEMM casts it again
-    /// and every read moves half the bytes. The CPU backend keeps f32.
+    /// and every read moves half the bytes. The CPU backend keeps f32, and packs a 2-D
+    /// tensor once for its frozen-weight GEMM (in f32 precision, on AVX-512).
     fn freeze(&self, t: Tensor<Self>) -> Result<Tensor<Self>> {
         Ok(t)
     }

@@ -19,7 +19,7 @@
 //! block passes over them. The activations are read in place, except when their row stride
 //! is a multiple of 4 KB (fc2's 3072): such rows all fall into one L1 set, so they are first
 //! copied to a padded stride. Threads take chunks of whole panels (whole columns of `y`) as
-//! they come free and share nothing else.
+//! they come free, and write nothing in common.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -267,9 +267,16 @@ unsafe fn columns(
                     // tile's rows of y from column f0 lie inside y (function contract); the
                     // panel holds kc·2 lines from here.
                     unsafe {
-                        let xr = x.as_ptr().add(i0 * xs + k0);
-                        let ys = out.0.add(i0 * n + f0);
-                        tile_any(rows.end - i0, kc, xr, xs, panel, ys, n, epilogue);
+                        let tile = Tile {
+                            kc,
+                            x: x.as_ptr().add(i0 * xs + k0),
+                            xs,
+                            w: panel,
+                            y: out.0.add(i0 * n + f0),
+                            ys: n,
+                            e: epilogue,
+                        };
+                        tile_any(rows.end - i0, tile);
                     }
                 }
             }
@@ -299,14 +306,10 @@ struct Epilogue {
     bias: Option<*const f32>,
 }
 
-/// A tile of `min(rows, ROWS)` tokens, dispatched to the kernel instance for that count.
-///
-/// # Safety
-/// As [`tile`], for `min(rows, ROWS)` rows.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn tile_any(
-    rows: usize,
+/// One tile's operands: `x` at `R` rows of stride `xs` with `kc` values each, `w` at the
+/// panel's `2·kc` lines, `y` at `R` rows of stride `ys`.
+#[derive(Clone, Copy)]
+struct Tile {
     kc: usize,
     x: *const f32,
     xs: usize,
@@ -314,22 +317,29 @@ unsafe fn tile_any(
     y: *mut f32,
     ys: usize,
     e: Epilogue,
-) {
+}
+
+/// A tile of `min(rows, ROWS)` tokens, dispatched to the kernel instance for that count.
+///
+/// # Safety
+/// As [`tile`], for `min(rows, ROWS)` rows.
+#[inline(always)]
+unsafe fn tile_any(rows: usize, t: Tile) {
     // SAFETY: forwarded.
     unsafe {
         match rows.min(ROWS) {
-            12 => tile::<12>(kc, x, xs, w, y, ys, e),
-            11 => tile::<11>(kc, x, xs, w, y, ys, e),
-            10 => tile::<10>(kc, x, xs, w, y, ys, e),
-            9 => tile::<9>(kc, x, xs, w, y, ys, e),
-            8 => tile::<8>(kc, x, xs, w, y, ys, e),
-            7 => tile::<7>(kc, x, xs, w, y, ys, e),
-            6 => tile::<6>(kc, x, xs, w, y, ys, e),
-            5 => tile::<5>(kc, x, xs, w, y, ys, e),
-            4 => tile::<4>(kc, x, xs, w, y, ys, e),
-            3 => tile::<3>(kc, x, xs, w, y, ys, e),
-            2 => tile::<2>(kc, x, xs, w, y, ys, e),
-            _ => tile::<1>(kc, x, xs, w, y, ys, e),
+            12 => tile::<12>(t),
+            11 => tile::<11>(t),
+            10 => tile::<10>(t),
+            9 => tile::<9>(t),
+            8 => tile::<8>(t),
+            7 => tile::<7>(t),
+            6 => tile::<6>(t),
+            5 => tile::<5>(t),
+            4 => tile::<4>(t),
+            3 => tile::<3>(t),
+            2 => tile::<2>(t),
+            _ => tile::<1>(t),
         }
     }
 }
@@ -337,22 +347,23 @@ unsafe fn tile_any(
 /// The micro-kernel: `y[r, 0..32] (+)= Σ_p x[r, p] · panel[p, 0..32]` for `R` rows.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `x` points at `R` rows of stride `xs` with `kc` values each; `w` at
-/// `2·kc` lines; `y` at `R` rows of stride `ys` whose first 32 columns (those in the masks)
-/// are writable; the bias, if any, at 32 values (those in the masks).
+/// The CPU has AVX-512F; the operands of `t` hold `R` rows (see [`Tile`]), of which the
+/// first 32 columns of `y` (those in the masks) are writable; the bias, if any, holds the 32
+/// values in the masks.
 // Never inlined: in a function of its own the 24 accumulators are sure to get registers,
 // whatever the loops around it keep live (inlined, they were once spilled, at half speed).
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
-unsafe fn tile<const R: usize>(
-    kc: usize,
-    x: *const f32,
-    xs: usize,
-    w: *const Line,
-    y: *mut f32,
-    ys: usize,
-    e: Epilogue,
-) {
+unsafe fn tile<const R: usize>(t: Tile) {
+    let Tile {
+        kc,
+        x,
+        xs,
+        w,
+        y,
+        ys,
+        e,
+    } = t;
     // SAFETY: every access below stays inside the extents of the contract.
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); 2]; R];

@@ -98,9 +98,9 @@ impl Backend for Cpu {
         let n = shape.numel();
         Ok(Tensor::from_parts(shape, CpuStorage::new(vec![0.0; n])))
     }
-    /// A frozen 2-D tensor (a linear layer's weight) also keeps a copy packed for the frozen
-    /// GEMM, which every later f32 `x·Wᵀ` with it reads instead of re-packing `W`: twice the
-    /// weight's memory for a faster forward.
+    /// A frozen 2-D tensor (a linear layer's weight) is held packed for the frozen GEMM,
+    /// which every later f32 `x·Wᵀ` with it reads instead of re-packing `W` (see
+    /// [`CpuStorage`]: its values are rebuilt only if something reads them).
     fn freeze(&self, mut t: T) -> Result<T> {
         #[cfg(target_arch = "x86_64")]
         if let [n, k] = *t.dims() {
