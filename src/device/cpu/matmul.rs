@@ -37,23 +37,25 @@ fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 }
 
 /// The kernels this CPU gets, in words.
-pub fn kernels() -> &'static str {
+pub fn kernels() -> String {
     #[cfg(target_arch = "x86_64")]
-    match (
+    let (frozen, bf16) = (
         super::frozen_gemm::available(),
         super::gemm_bf16::available(),
-    ) {
-        (true, true) => {
-            return "f32 via the gemm crate (frozen weights: packed, AVX-512), bf16 on AVX512-BF16"
-        }
-        (true, false) => {
-            return "f32 via the gemm crate (frozen weights: packed, AVX-512); bf16 operands are \
-                    rounded, then multiplied in f32"
-        }
-        (false, true) => return "f32 via the gemm crate, bf16 on AVX512-BF16",
-        (false, false) => {}
-    }
-    "f32 via the gemm crate; bf16 operands are rounded, then multiplied in f32"
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let (frozen, bf16) = (false, false);
+    let frozen = if frozen {
+        " (frozen weights: packed, AVX-512)"
+    } else {
+        ""
+    };
+    let bf16 = if bf16 {
+        ", bf16 on AVX512-BF16"
+    } else {
+        "; bf16 operands are rounded, then multiplied in f32"
+    };
+    format!("f32 via the gemm crate{frozen}{bf16}")
 }
 
 /// One strided product: `dst = alpha·lhs·rhs` (or `dst += …` when `accumulate`) for

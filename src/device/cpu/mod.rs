@@ -65,7 +65,7 @@ impl Cpu {
         self.precision
     }
     /// Which matrix-product kernels this CPU runs, for `kdad info`.
-    pub fn kernels() -> &'static str {
+    pub fn kernels() -> String {
         matmul::kernels()
     }
 }
